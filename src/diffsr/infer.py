@@ -1,0 +1,269 @@
+"""Inference: load a checkpoint and super-resolve tensors, files, folders, DICOM series and volumes.
+
+Outputs keep the input's format, bit depth and spatial metadata (spacing divided by the
+scale); large images are processed in overlapping tiles blended smoothly, so memory is
+bounded by the tile size.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffsr.config import Config, validate
+from diffsr.core.errors import CheckpointError, DataError, DiffsrError
+from diffsr.train.model import SRModel, build_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for sampling, with the config it was trained with."""
+
+    model: SRModel
+    config: Config
+    checkpoint: Path
+    step: int
+    ema: bool
+
+    @property
+    def scale(self) -> int:
+        """The SR factor the model was trained for."""
+        return self.config.data.scale
+
+
+def load_model(ckpt: str | Path, *, ema: bool = True, device: str | torch.device | None = None) -> LoadedModel:
+    """Load a run folder or checkpoint folder (EMA weights by default when present)."""
+    import yaml
+
+    from diffsr.train.checkpoint import read_checkpoint
+    from diffsr.train.trainer import load_trainable_state
+
+    data = read_checkpoint(ckpt, ema=ema)
+    try:
+        raw = yaml.safe_load(data["config_yaml"])
+    except yaml.YAMLError:
+        raise CheckpointError(f"{data['path']}/config.yaml: invalid YAML") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{data['path']}/config.yaml: not a config mapping")
+    config = validate(raw, f"{data['path']}/config.yaml")
+    model = build_model(config)
+    weights = data["ema"] if (ema and data["ema"] is not None) else data["model"]
+    load_trainable_state(model, weights)
+    device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device).eval()
+    return LoadedModel(model, config, data["path"], int(data["meta"].get("step", 0)), data["ema"] is not None and ema)
+
+
+def _consistency_hook(loaded: LoadedModel, lr: Tensor) -> Callable[..., Tensor] | None:
+    cfg = loaded.config.sample
+    if cfg.consistency == "none":
+        return None
+    from diffsr.consistency import make_x0_hook
+
+    return make_x0_hook(loaded.model, lr, loaded.scale, cfg, loaded.config.data.degradation.name)
+
+
+def super_resolve(
+    loaded: LoadedModel,
+    lr: Tensor,
+    *,
+    steps: int | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    seed: int | None = None,
+) -> Tensor:
+    """LR (B, C, h, w) in [0, 1] -> SR (B, C, h*s, w*s) in [0, 1].
+
+    Channel counts that differ from the model's are handled explicitly: a 1-channel model
+    processes each channel of an RGB image separately; a 3-channel model gets a grey image
+    replicated and returns the channel mean.
+    """
+    from diffsr.data.degrade import upsample
+
+    model = loaded.model
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    lr = lr.to(device=device, dtype=torch.float32)
+    b, c, h, w = lr.shape
+    mc = model.channels
+    if c != mc:
+        if mc == 1:
+            flat = lr.reshape(b * c, 1, h, w)
+            return super_resolve(loaded, flat, steps=steps, tile=tile, overlap=overlap, seed=seed).reshape(
+                b, c, h * loaded.scale, w * loaded.scale
+            )
+        if c == 1:
+            rgb = lr.expand(b, mc, h, w)
+            return super_resolve(loaded, rgb, steps=steps, tile=tile, overlap=overlap, seed=seed).mean(1, keepdim=True)
+        raise DataError(f"input has {c} channels; the model was trained with {mc}")
+    sample_cfg = loaded.config.sample
+    steps = steps or sample_cfg.steps
+    tile = tile if tile is not None else sample_cfg.tile
+    overlap = sample_cfg.overlap if overlap is None else overlap
+    seed = sample_cfg.seed if seed is None else seed
+    lr_up = upsample(lr, loaded.scale)
+    hook = _consistency_hook(loaded, lr)
+
+    def run(x: Tensor) -> Tensor:
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed)
+        return model.sample(x, steps=steps, generator=gen, x0_hook=hook)
+
+    with torch.no_grad():
+        if tile and (lr_up.shape[-1] > tile or lr_up.shape[-2] > tile):
+            from diffsr.data.tiling import tiled_apply
+
+            if hook is not None:
+                log.warning("data consistency is applied per tile")
+            return tiled_apply(run, lr_up, tile=tile, overlap=overlap, multiple=model.codec.downsample)
+        return run(lr_up)
+
+
+def check_output_dir(out: Path, inputs: Iterable[Path]) -> None:
+    """Refuse an output folder inside an input folder (outputs would be re-read as inputs)."""
+    out_r = out.resolve()
+    for p in inputs:
+        p_r = p.resolve()
+        root = p_r if p_r.is_dir() else p_r.parent
+        if p_r.is_dir() and (out_r == root or root in out_r.parents):
+            raise DataError(f"{out}: output folder is inside the input folder {p}; choose another --out")
+        if p_r.is_file() and out_r == p_r:
+            raise DataError(f"{out}: output path is the input file")
+
+
+def sr_files(
+    loaded: LoadedModel,
+    inputs: list[Path],
+    out: Path,
+    *,
+    steps: int | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    samples: int = 1,
+    normalization: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[Path]:
+    """Super-resolve image files, folders, DICOM series and NIfTI volumes into ``out``.
+
+    Each input keeps its format: PNG/TIFF with the input's bit depth and mode, NIfTI with the
+    in-plane spacing divided by the scale, DICOM series with new UIDs. With ``samples > 1``
+    the mean of N samples is written plus a per-pixel standard deviation map (``*_std``).
+    """
+    from diffsr.data.io import list_inputs, read, write
+    from diffsr.data.normalize import default_policy, fit_intensity
+
+    files: list[Path] = []
+    for p in inputs:
+        files += list_inputs(Path(p))
+    check_output_dir(out, [Path(p) for p in inputs])
+    data_cfg = loaded.config.data
+    written: list[Path] = []
+    for path in files:
+        record = read(path, volume_index=data_cfg.volume_index, slice_axis=data_cfg.slice_axis)
+        policy = normalization or default_policy(record)
+        intensity = fit_intensity(record, policy, data_cfg.percentiles, data_cfg.window)
+        unit = intensity.forward(record.array)
+        n, c, h, w = unit.shape
+        if min(h, w) < 4:
+            raise DataError(f"{path}: image {w}x{h} is too small to super-resolve")
+        outs, stds = [], []
+        for i in range(n):
+            lr = torch.from_numpy(np.ascontiguousarray(unit[i : i + 1], dtype=np.float32))
+            draws = [
+                super_resolve(loaded, lr, steps=steps, tile=tile, overlap=overlap, seed=loaded.config.sample.seed + k)
+                for k in range(samples)
+            ]
+            stack = torch.stack(draws)
+            outs.append(stack.mean(0).cpu().numpy())
+            if samples > 1:
+                stds.append(stack.std(0, unbiased=True).cpu().numpy())
+            if progress:
+                progress(path.name, i + 1, n)
+        sr = np.concatenate(outs, 0)
+        name = _output_name(path, record)
+        written.append(write(out / name, sr, like=record, intensity=intensity, scale=loaded.scale))
+        if stds:
+            std = np.concatenate(stds, 0)
+            written.append(write_std(out / _std_name(name), std, like=record, intensity=intensity, scale=loaded.scale))
+    return written
+
+
+def write_std(path: Path, std_unit: np.ndarray, *, like: Any, intensity: Any, scale: int) -> Path:
+    """Write a standard-deviation map in the input's format and units (a spread, not a level)."""
+    from diffsr.data.io import write
+    from diffsr.data.normalize import Intensity
+
+    # a standard deviation scales with (hi - lo) but has no offset: write it with lo = 0
+    spread = Intensity(policy=intensity.policy, lo=0.0, hi=float(intensity.hi - intensity.lo))
+    rng = float(intensity.hi - intensity.lo)
+    file_max = _format_max(like)
+    if file_max is not None and rng > 0:
+        # integer formats clip to their range: stretch so small spreads stay visible, and say so
+        std_unit = np.clip(std_unit, 0, 1)
+    return write(path, std_unit, like=like, intensity=spread, scale=scale)
+
+
+def _format_max(record: Any) -> float | None:
+    dtype = str(record.meta.get("dtype", ""))
+    return {"uint8": 255.0, "uint16": 65535.0}.get(dtype)
+
+
+def _output_name(path: Path, record: Any) -> str:
+    fmt = record.meta.get("format")
+    if fmt == "dicom":
+        return (path.name if path.is_dir() else path.stem) + "_sr"
+    if path.name.endswith(".nii.gz"):
+        return path.name[: -len(".nii.gz")] + "_sr.nii.gz"
+    return f"{path.stem}_sr{path.suffix}"
+
+
+def _std_name(name: str) -> str:
+    if name.endswith(".nii.gz"):
+        return name[: -len(".nii.gz")] + "_std.nii.gz"
+    p = Path(name)
+    return f"{p.stem}_std{p.suffix}" if p.suffix else f"{name}_std"
+
+
+def method_from_spec(spec: str, scale: int, *, steps: int | None = None, device: str | None = None) -> tuple[str, Callable[[Tensor, int], Tensor]]:
+    """An evaluation method from a CLI spec: 'bicubic', 'CKPT', or '<baseline>:CKPT'.
+
+    Returns (display name, fn(lr, scale) -> sr).
+    """
+    from diffsr.data.degrade import upsample
+
+    if spec == "bicubic":
+        return "bicubic", lambda lr, s: upsample(lr, s).clamp(0, 1)
+    if ":" in spec and spec.split(":", 1)[0] in ("edsr", "rcan", "swinir"):
+        kind, path = spec.split(":", 1)
+        from diffsr.nets.baselines import load_baseline
+
+        p = Path(path)
+        if p.is_dir():
+            from diffsr.train.checkpoint import resolve_checkpoint
+
+            p = resolve_checkpoint(p) / "model.safetensors"
+        net, _info = load_baseline(p)
+        net = net.eval()
+
+        def run_baseline(lr: Tensor, s: int) -> Tensor:
+            with torch.no_grad():
+                return net(lr).clamp(0, 1)
+
+        return f"{kind}", run_baseline
+    loaded = load_model(spec, device=device)
+    if loaded.scale != scale:
+        raise DiffsrError(f"{spec}: the model was trained for x{loaded.scale}, evaluation asks for x{scale}")
+    name = loaded.config.name if loaded.config.name != "custom" else Path(spec).name
+
+    def run_model(lr: Tensor, s: int) -> Tensor:
+        return super_resolve(loaded, lr, steps=steps).cpu()
+
+    return name, run_model

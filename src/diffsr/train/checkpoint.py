@@ -1,0 +1,183 @@
+"""Crash-safe checkpoints.
+
+A checkpoint is a folder ``<run>/checkpoints/step_XXXXXXX/`` holding
+
+- ``model.safetensors`` (denoiser + learnable codec weights), ``ema.safetensors``,
+- ``state.pt`` (optimiser, LR scheduler, loss stack incl. discriminator, counters), loaded
+  with ``torch.load(weights_only=True)`` only,
+- ``config.yaml`` (the full run config) and ``meta.json`` (step, loss report).
+
+The folder is written under a temporary name (``.tmp-step_...``) and renamed when complete,
+so a process killed at any moment leaves either no checkpoint or a complete one; temporary
+folders are never taken for checkpoints and are cleaned up on the next save.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from diffsr.core.errors import CheckpointError
+
+STEP_DIR = re.compile(r"^step_(\d{7,})$")
+FILES = ("model.safetensors", "state.pt", "config.yaml", "meta.json")
+
+
+def safe_torch_load(path: str | os.PathLike[str]) -> Any:
+    """``torch.load(weights_only=True)`` with one-line errors; pickled code is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: refused: the file holds pickled Python objects beyond tensors (it could run code);"
+            " diffsr loads weights_only checkpoints and safetensors only"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        reason = str(err).splitlines()[0][:120] if str(err) else err.__class__.__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
+
+
+def load_safetensors(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Read a safetensors file on CPU, with a one-line error when it is missing or corrupt."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({str(err)[:100]})") from None
+
+
+def _save_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    # safetensors refuses shared or non-contiguous storage: store independent copies
+    save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, str(path))
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    *,
+    model: dict[str, Tensor],
+    ema: dict[str, Tensor] | None,
+    state: dict[str, Any],
+    config_yaml: str,
+    meta: dict[str, Any],
+    keep_last: int = 3,
+) -> Path:
+    """Write a complete checkpoint folder atomically and prune to the newest ``keep_last``."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:07d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
+    try:
+        _save_tensors(tmp / "model.safetensors", model)
+        if ema is not None:
+            _save_tensors(tmp / "ema.safetensors", ema)
+        torch.save(state, tmp / "state.pt")
+        (tmp / "config.yaml").write_text(config_yaml)
+        (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=2, default=float))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():  # re-saving the same step (e.g. the final one): swap atomically
+            old = root / f".old-{final.name}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(root)
+    prune(root, keep_last)
+    return final
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoint folders of a run, oldest first (temporary folders never count)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and STEP_DIR.match(p.name) and _complete(p)]
+    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def _complete(path: Path) -> bool:
+    return all((path / f).is_file() for f in FILES)
+
+
+def prune(root: Path, keep_last: int) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints and any stale temporary folders."""
+    for stale in root.glob(".tmp-step_*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    done = list_checkpoints(root.parent)
+    for old in done[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """A checkpoint folder from a run folder, a checkpoints folder or a checkpoint folder."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint or run folder")
+    if path.is_file():
+        if path.name in FILES or path.suffix == ".safetensors":
+            path = path.parent
+        else:
+            raise CheckpointError(f"{path}: expected a run or checkpoint folder, not a file")
+    if _complete(path):
+        return path
+    run = path.parent if path.name == "checkpoints" else path
+    found = list_checkpoints(run)
+    if not found:
+        raise CheckpointError(f"{path}: no complete checkpoint found (expected checkpoints/step_*/ with {', '.join(FILES)})")
+    return found[-1]
+
+
+def read_checkpoint(path: str | os.PathLike[str], *, ema: bool = True) -> dict[str, Any]:
+    """Load a checkpoint folder: {'model', 'ema', 'state', 'config_yaml', 'meta', 'path'}."""
+    ckpt = resolve_checkpoint(path)
+    out: dict[str, Any] = {"path": ckpt}
+    out["model"] = load_safetensors(ckpt / "model.safetensors")
+    ema_file = ckpt / "ema.safetensors"
+    out["ema"] = load_safetensors(ema_file) if ema and ema_file.is_file() else None
+    out["state"] = safe_torch_load(ckpt / "state.pt")
+    out["config_yaml"] = (ckpt / "config.yaml").read_text()
+    try:
+        out["meta"] = json.loads((ckpt / "meta.json").read_text())
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{ckpt / 'meta.json'}: not valid JSON") from None
+    return out

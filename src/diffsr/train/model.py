@@ -1,0 +1,113 @@
+"""SRModel: codec + denoiser + process, the one object that trains and samples.
+
+It owns nothing but the composition (DESIGN §1): encode HR and the upsampled LR condition,
+noise, run the net through the process, expose z0_hat and a decode callable for the loss
+stack, and sample. Everything is differentiable from the net's output to z0_hat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from diffsr.codecs.base import Codec, Latent, pad_to
+from diffsr.config import Config
+from diffsr.processes.base import Process, X0Hook
+
+
+@dataclass
+class StepOutputs:
+    """Everything one training forward produces (latents, noise, prediction, loss)."""
+
+    z0: Latent
+    zc: Latent
+    t: Tensor
+    noise: Tensor
+    z_t: Tensor
+    out: Tensor
+    z0_hat: Tensor
+    diffusion: Tensor  # (B,) per-sample diffusion loss (Min-SNR weighted)
+
+
+class SRModel(nn.Module):
+    """Codec + conditional denoiser + process."""
+
+    def __init__(self, codec: Codec, net: nn.Module, process: Process, channels: int) -> None:
+        super().__init__()
+        self.codec = codec
+        self.net = net
+        self.process = process
+        self.channels = channels
+
+    # ------------------------------------------------------------------ training
+    def encode_pair(self, hr: Tensor, lr_up: Tensor) -> tuple[Latent, Latent]:
+        """(z0, zc): the HR target and the LR condition in the codec's space."""
+        return self.codec.encode(hr), self.codec.encode(lr_up)
+
+    def forward(self, hr: Tensor, lr_up: Tensor, generator: torch.Generator | None = None) -> StepOutputs:
+        """One training forward on a batch of HR / upsampled-LR images in [0, 1]."""
+        z0, zc = self.encode_pair(hr, lr_up)
+        b = hr.shape[0]
+        t = self.process.sample_t(b, hr.device, generator)
+        noise = torch.randn(z0.z.shape, generator=generator, device=z0.z.device, dtype=z0.z.dtype)
+        z_t = self.process.q_sample(z0.z, zc.z, t, noise)
+        out = self.process.denoise(self.net, z_t, t, zc.z)
+        z0_hat = self.process.x0(z_t, out, t, zc.z)
+        diffusion = self.process.loss(out, z0.z, zc.z, t, noise)
+        return StepOutputs(z0, zc, t, noise, z_t, out, z0_hat, diffusion)
+
+    def decoder_for(self, zc: Latent) -> Callable[[Tensor, Tensor], Tensor]:
+        """decode(z0_hat_rows, rows) using the condition's side information for those rows."""
+
+        def decode(z: Tensor, index: Tensor) -> Tensor:
+            return self.codec.decode(zc.select(index).with_z(z))
+
+        return decode
+
+    @property
+    def last_layer(self) -> nn.Parameter | None:
+        """The denoiser's output weight (for adaptive loss weights), if it has one."""
+        conv = getattr(self.net, "out_conv", None)
+        return getattr(conv, "weight", None)
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample(
+        self,
+        lr_up: Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        x0_hook: Callable[[Tensor, Tensor, Latent], Tensor] | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        """Super-resolve a batch of upsampled LR images (B, C, H, W) in [0, 1] -> SR in [0, 1].
+
+        Sizes that are not a multiple of the codec's factor are padded and cropped back.
+        ``x0_hook(z0_hat, t, zc)`` may project each clean estimate (data consistency).
+        """
+        h, w = lr_up.shape[-2:]
+        padded, _ = pad_to(lr_up, self.codec.downsample)
+        zc = self.codec.encode(padded)
+        hook: X0Hook | None = None
+        if x0_hook is not None:
+            hook = lambda z, t: x0_hook(z, t, zc)  # noqa: E731
+        z0 = self.process.sample(self.net, zc.z, steps=steps, generator=generator, x0_hook=hook, noise=noise)
+        sr = self.codec.decode(zc.with_z(z0))
+        return sr[..., :h, :w].clamp(0, 1)
+
+
+def build_model(config: Config) -> SRModel:
+    """Build codec, net and process from a Config."""
+    from diffsr.codecs import build_codec
+    from diffsr.nets import build_net
+    from diffsr.processes import build_process
+
+    channels = config.data.channels
+    codec = build_codec(config.codec, channels)
+    latent = codec.latent_channels(channels)
+    net = build_net(config.net, in_channels=latent, cond_channels=latent, out_channels=latent)
+    process = build_process(config.process)
+    return SRModel(codec, net, process, channels)

@@ -1,0 +1,517 @@
+"""The training loop, built on Accelerate (CPU, one GPU or many with the same code).
+
+Determinism and exact resume come from deriving every random draw from (seed, step): the
+order of training items is a chain of seeded permutations indexed by the global sample
+position, each item's crop depends on (seed, epoch, item), and the timesteps and noise of
+step s come from a generator seeded with (seed, s) over the GLOBAL batch, of which each
+process takes its slice. A run resumed at step N therefore sees exactly the batches, noise
+and learning rates of an uninterrupted run, and N processes see the same global batch as one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffsr.config import Config
+from diffsr.core.errors import ConfigError, DiffsrError
+from diffsr.train.checkpoint import list_checkpoints, read_checkpoint, save_checkpoint
+from diffsr.train.ema import EMA
+from diffsr.train.model import SRModel, StepOutputs, build_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run leaves behind."""
+
+    run_dir: Path
+    checkpoint: Path | None
+    step: int
+    seconds: float
+    steps_per_second: float
+    last_report: dict[str, Any] = field(default_factory=dict)
+    skipped_steps: int = 0
+    val: dict[str, float] = field(default_factory=dict)
+
+
+def trainable_state(model: SRModel) -> dict[str, Tensor]:
+    """The weights a checkpoint stores: the denoiser and any learnable codec parameters.
+
+    A frozen VAE is not copied into every checkpoint: it is reloaded from ``codec.path``.
+    """
+    state = model.state_dict()
+    keep_codec = model.codec.is_learned
+    return {k: v for k, v in state.items() if not k.startswith("codec.") or keep_codec}
+
+
+def load_trainable_state(model: SRModel, state: dict[str, Tensor]) -> None:
+    """Load what ``trainable_state`` saved; anything else must already be in the model."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("codec.") or model.codec.is_learned]
+    if missing or unexpected:
+        from diffsr.core.errors import CheckpointError
+
+        raise CheckpointError(
+            f"checkpoint does not match the model: missing {missing[:3]}, unexpected {list(unexpected)[:3]}"
+        )
+
+
+def lr_lambda(config: Config) -> Callable[[int], float]:
+    """Linear warm-up then cosine (or constant) decay to ``min_lr_ratio``."""
+    tc = config.train
+
+    def f(step: int) -> float:
+        if tc.warmup_steps and step < tc.warmup_steps:
+            return (step + 1) / tc.warmup_steps
+        if tc.lr_schedule == "constant":
+            return 1.0
+        span = max(1, tc.steps - tc.warmup_steps)
+        progress = min(1.0, (step - tc.warmup_steps) / span)
+        return tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    """The generator for step ``step``: every draw of a step derives from (seed, step)."""
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + step * 7_919 + 12_345) % (2**63 - 1))
+    return g
+
+
+class BatchStream:
+    """Deterministic global batches: position p -> epoch p // n, item perm_epoch[p % n]."""
+
+    def __init__(self, dataset: Any, batch_size: int, seed: int) -> None:
+        if len(dataset) == 0:
+            raise DiffsrError("training set is empty")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.seed = seed
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            rng = np.random.default_rng([self.seed, epoch, 17])
+            self._perms = {epoch: rng.permutation(len(self.dataset))}
+        return self._perms[epoch]
+
+    def items(self, step: int, start: int, stop: int) -> list[dict[str, Tensor]]:
+        """Items ``start:stop`` of global batch ``step``."""
+        n = len(self.dataset)
+        out = []
+        for j in range(start, stop):
+            pos = step * self.batch_size + j
+            epoch, i = divmod(pos, n)
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(epoch)
+            out.append(self.dataset[int(self._perm(epoch)[i])])
+        return out
+
+
+class Trainer:
+    """Train an SRModel with the loss stack described by a Config."""
+
+    def __init__(
+        self,
+        config: Config,
+        run_dir: str | Path,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+        cpu: bool | None = None,
+        model_hook: Callable[[SRModel], SRModel] | None = None,
+    ) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.show_progress = progress
+        self.cpu = cpu
+        self.model_hook = model_hook
+
+    # ------------------------------------------------------------------ set-up
+    def _setup(self) -> None:
+        from accelerate import Accelerator
+
+        from diffsr.data.datasets import build_datasets
+        from diffsr.losses import build_loss_stack
+        from diffsr.train.audit import audit_config
+
+        cfg = self.config
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        cuda = torch.cuda.is_available() and not self.cpu
+        precision = cfg.train.mixed_precision
+        if precision == "auto":
+            precision = "bf16" if cuda else "no"
+        self.accelerator = Accelerator(mixed_precision=precision, cpu=not cuda)
+        acc = self.accelerator
+        self.world = acc.num_processes
+        self.rank = acc.process_index
+        if cfg.data.batch_size % self.world:
+            raise ConfigError(
+                f"data.batch_size: {cfg.data.batch_size} does not split over {self.world} processes"
+            )
+        self.local_batch = cfg.data.batch_size // self.world
+
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(cfg)
+        if self.model_hook is not None:
+            model = self.model_hook(model)
+        self.train_set, self.val_set = build_datasets(cfg.data, seed=cfg.train.seed)
+        self.stream = BatchStream(self.train_set, cfg.data.batch_size, cfg.train.seed)
+        stack = build_loss_stack(
+            cfg.losses, channels=cfg.data.channels, codec=model.codec, total_steps=cfg.train.steps
+        )
+        audit_config(cfg, has_decoder=True, t_range=model.process.t_range)
+        self.stack = stack.to(acc.device)
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params, lr=cfg.train.lr, betas=cfg.train.betas, weight_decay=cfg.train.weight_decay
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+        model = model.to(acc.device)
+        if cfg.train.compile:
+            model.net = torch.compile(model.net, dynamic=False)  # type: ignore[assignment]
+        # the model is not wrapped in DDP: gradients are averaged explicitly (see _sync_grads),
+        # which works the same for gloo/NCCL and keeps SRModel's methods callable as they are
+        self.optimizer = acc.prepare(optimizer)
+        self.model = model
+        self.scheduler = scheduler
+        self.raw_model: SRModel = model
+        self.ema = EMA(self.raw_model, cfg.train.ema_decay) if cfg.train.ema_decay else None
+        self.step = 0
+        self.skipped = 0
+        self.bad_streak = 0
+        if self.resume:
+            self._load_latest()
+
+    def _load_latest(self) -> None:
+        found = list_checkpoints(self.run_dir)
+        if not found:
+            log.info("no checkpoint in %s: starting from scratch", self.run_dir)
+            return
+        ckpt = read_checkpoint(found[-1])
+        load_trainable_state(self.raw_model, ckpt["model"])
+        if self.ema is not None and ckpt["ema"] is not None:
+            self.ema.load_state_dict({**self.ema.shadow.state_dict(), **ckpt["ema"]})
+        state = ckpt["state"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("stack"):
+            self.stack.load_state_dict(state["stack"])
+        if self.ema is not None:
+            self.ema.updates = int(state.get("ema_updates", 0))
+        self.step = int(state["step"])
+        self.skipped = int(state.get("skipped", 0))
+        log.info("resumed from %s at step %d", found[-1], self.step)
+
+    # ------------------------------------------------------------------ one step
+    def _batch(self, step: int) -> dict[str, Tensor]:
+        from diffsr.data.datasets import collate_pad
+
+        lo = self.rank * self.local_batch
+        items = self.stream.items(step, lo, lo + self.local_batch)
+        batch = collate_pad(items)
+        return {k: v.to(self.accelerator.device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+    def _forward(self, batch: dict[str, Tensor], step: int) -> tuple[StepOutputs, Tensor, Any]:
+        model = self.raw_model
+        cfg = self.config
+        device = self.accelerator.device
+        gen = step_generator(cfg.train.seed, step, device)
+        global_b = cfg.data.batch_size
+        t_all = model.process.sample_t(global_b, device, gen)
+        z0, zc = model.encode_pair(batch["hr"], batch["lr_up"])
+        shape = (global_b, *z0.z.shape[1:])
+        noise_all = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
+        lo = self.rank * self.local_batch
+        t = t_all[lo : lo + self.local_batch]
+        noise = noise_all[lo : lo + self.local_batch].to(z0.z.dtype)
+        with self.accelerator.autocast():
+            z_t = model.process.q_sample(z0.z, zc.z, t, noise)
+            out = model.process.denoise(model.net, z_t, t, zc.z)
+            z0_hat = model.process.x0(z_t, out.float(), t, zc.z)
+            diffusion = model.process.loss(out, z0.z, zc.z, t, noise)
+        outputs = StepOutputs(z0, zc, t, noise, z_t, out, z0_hat, diffusion)
+        total, report = self.stack(
+            z0_hat=z0_hat,
+            t=t,
+            step=step,
+            decode=model.decoder_for(zc),
+            hr=batch["hr"],
+            z0=z0.z,
+            mask=batch.get("mask"),
+            paired=batch.get("paired"),
+            diffusion=diffusion,
+            last_layer=model.last_layer,
+        )
+        return outputs, total, report
+
+    def _sync_grads(self) -> None:
+        """Average gradients over processes (the global-batch mean, as DDP would)."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        for p in self.model.parameters():
+            if not p.requires_grad:
+                continue
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(self.world)
+
+    def _audit_reachability(self) -> None:
+        from diffsr.train.audit import audit_reachability
+
+        batch = self._batch(self.step)
+        model = self.raw_model
+
+        def probe() -> dict[str, Tensor]:
+            outputs, _, _ = self._forward(batch, self.step)
+            losses = self.stack.term_losses(
+                z0_hat=outputs.z0_hat,
+                t=outputs.t,
+                decode=model.decoder_for(outputs.zc),
+                hr=batch["hr"],
+                z0=outputs.z0.z,
+                mask=batch.get("mask"),
+                paired=batch.get("paired"),
+            )
+            return {"diffusion": outputs.diffusion.mean(), **losses}
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        audit_reachability(self.stack, probe, params).raise_if_failed()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def train_step(self, step: int) -> tuple[Any, float, bool]:
+        """One optimisation step; returns (report, grad_norm, applied)."""
+        cfg = self.config
+        self.model.train()
+        batch = self._batch(step)
+        _, total, report = self._forward(batch, step)
+        applied = False
+        grad_norm = float("nan")
+        ok = bool(torch.isfinite(total)) and not getattr(report, "skip_step", False)
+        if self.world > 1:  # every process must take the same branch (collectives below)
+            import torch.distributed as dist
+
+            flag = torch.tensor([1.0 if ok else 0.0], device=self.accelerator.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            ok = bool(flag.item() > 0)
+        if ok:
+            self.accelerator.backward(total)
+            self._sync_grads()
+            if cfg.train.grad_clip:
+                norm = self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+            else:
+                norm = torch.sqrt(sum((p.grad.float() ** 2).sum() for p in self.model.parameters()
+                                      if p.grad is not None))
+            grad_norm = float(norm)
+            if math.isfinite(grad_norm):
+                self.optimizer.step()
+                applied = True
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if applied:
+            self.bad_streak = 0
+            if self.ema is not None:
+                self.ema.update(self.raw_model)
+            if hasattr(self.stack, "discriminator_step"):
+                self.stack.discriminator_step(step)
+        else:
+            self.skipped += 1
+            self.bad_streak += 1
+        return report, grad_norm, applied
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, report: Any = None) -> Path | None:
+        """Write a checkpoint (main process only); returns its folder."""
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return None
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "stack": self.stack.state_dict(),
+            "ema_updates": self.ema.updates if self.ema is not None else 0,
+            "skipped": self.skipped,
+        }
+        meta = {"report": _report_dict(report), "skipped_steps": self.skipped, "diffsr_version": _version()}
+        return save_checkpoint(
+            self.run_dir,
+            self.step,
+            model=trainable_state(self.raw_model),
+            ema=trainable_state(self.ema.shadow) if self.ema is not None else None,
+            state=state,
+            config_yaml=self.config.to_yaml(),
+            meta=meta,
+            keep_last=self.config.train.keep_last,
+        )
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def validate(self, max_items: int | None = None) -> dict[str, float]:
+        """PSNR of the (EMA) model and of bicubic on the validation set, sharded over processes."""
+        from diffsr.eval.metrics import psnr
+
+        model = self.ema.shadow if self.ema is not None else self.raw_model
+        model.eval()
+        n = len(self.val_set) if max_items is None else min(max_items, len(self.val_set))
+        rows = []
+        for i in range(self.rank, n, self.world):
+            item = self.val_set[i]
+            hr = item["hr"][None].to(self.accelerator.device)
+            lr_up = item["lr_up"][None].to(self.accelerator.device)
+            gen = step_generator(self.config.sample.seed, i, self.accelerator.device)
+            sr = model.sample(lr_up, steps=self.config.sample.steps, generator=gen)
+            rows.append([float(psnr(sr, hr, data_range=1.0)[0]), float(psnr(lr_up.clamp(0, 1), hr, data_range=1.0)[0])])
+        if self.world > 1:
+            from accelerate.utils import gather_object
+
+            rows = gather_object(rows)
+        if not rows:
+            return {}
+        gathered = torch.tensor(rows, dtype=torch.float64)
+        return {
+            "val/psnr": float(gathered[:, 0].mean()),
+            "val/psnr_bicubic": float(gathered[:, 1].mean()),
+            "val/images": float(len(gathered)),
+        }
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> TrainResult:
+        """Train to ``train.steps`` (or ``train.time_limit``) and return where things are."""
+        self._setup()
+        cfg = self.config
+        acc = self.accelerator
+        main = acc.is_main_process
+        writer = None
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            from diffsr.config import save_config
+
+            save_config(cfg, self.run_dir / "config.yaml")
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        if cfg.train.audit and self.step == 0:
+            self._audit_reachability()
+
+        from diffsr.losses import log_report
+
+        start_step = self.step
+        t0 = time.perf_counter()
+        last_report: Any = None
+        last_ckpt: Path | None = None
+        val: dict[str, float] = {}
+        progress = _progress(main and self.show_progress)
+        task = progress.add_task("train", total=cfg.train.steps, completed=self.step, info="")
+        with progress:
+            while self.step < cfg.train.steps:
+                step = self.step
+                report, grad_norm, applied = self.train_step(step)
+                self.step += 1
+                last_report = report
+                if self.bad_streak >= cfg.losses.nonfinite.max_consecutive:
+                    last_ckpt = self.save(report)
+                    raise DiffsrError(
+                        f"training stopped at step {self.step}: {self.bad_streak} consecutive steps with "
+                        f"non-finite loss or gradients; last good weights saved to {last_ckpt}"
+                    )
+                elapsed = time.perf_counter() - t0
+                rate = (self.step - start_step) / max(elapsed, 1e-9)
+                if main and (step % cfg.train.log_every == 0 or self.step == cfg.train.steps):
+                    log_report(writer, report, step)
+                    writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], step)
+                    writer.add_scalar("train/grad_norm", grad_norm, step)
+                    writer.add_scalar("train/it_per_s", rate, step)
+                    writer.add_scalar("train/skipped_steps", self.skipped, step)
+                    progress.update(task, info=f"{report.summary()} | {rate:.2f} it/s")
+                progress.update(task, completed=self.step)
+                if cfg.train.val_every and self.step % cfg.train.val_every == 0:
+                    val = self.validate(cfg.data.val_images)
+                    if main and val:
+                        for k, v in val.items():
+                            writer.add_scalar(k, v, self.step)
+                if self.step % cfg.train.ckpt_every == 0 and self.step < cfg.train.steps:
+                    last_ckpt = self.save(report) or last_ckpt
+                if cfg.train.time_limit and elapsed > cfg.train.time_limit:
+                    log.info("time limit %.0f s reached at step %d", cfg.train.time_limit, self.step)
+                    break
+        seconds = time.perf_counter() - t0
+        last_ckpt = self.save(last_report) or last_ckpt
+        if writer is not None:
+            writer.flush()
+            writer.close()
+        return TrainResult(
+            run_dir=self.run_dir,
+            checkpoint=last_ckpt,
+            step=self.step,
+            seconds=seconds,
+            steps_per_second=(self.step - start_step) / max(seconds, 1e-9),
+            last_report=_report_dict(last_report),
+            skipped_steps=self.skipped,
+            val=val,
+        )
+
+
+def _report_dict(report: Any) -> dict[str, Any]:
+    if report is None:
+        return {}
+    to_dict = getattr(report, "to_dict", None)
+    return to_dict() if callable(to_dict) else {}
+
+
+def _version() -> str:
+    from diffsr import __version__
+
+    return __version__
+
+
+class _NoProgress:
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _progress(enabled: bool) -> Any:
+    if not enabled:
+        return _NoProgress()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        transient=False,
+    )
+
+
+def train(config: Config, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Convenience wrapper: ``Trainer(config, run_dir, resume=...).fit()``."""
+    return Trainer(config, run_dir, resume=resume, progress=progress).fit()

@@ -1,0 +1,31 @@
+"""Shared fixtures: paths to the real data beside the checkout, seeded RNGs, CPU threads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data, or skip when this checkout has none beside it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("shared data not available beside the checkout")
+    return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

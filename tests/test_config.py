@@ -1,0 +1,86 @@
+"""Config validation, overrides, presets and the one-line error messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from diffsr.config import Config, load_config, preset_names, validate
+from diffsr.core.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_loads_and_round_trips(name: str, tmp_path: Path) -> None:
+    cfg = load_config(name)
+    assert cfg.name == name
+    path = tmp_path / "c.yaml"
+    path.write_text(cfg.to_yaml())
+    assert load_config(path) == cfg  # a saved run config reloads unchanged
+
+
+def test_typo_names_key_and_closest_valid_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        validate({"codec": {"layuot": "ll"}})
+    assert str(info.value) == "config: unknown key 'codec.layuot' (did you mean 'codec.layout'?)"
+
+
+def test_typo_inside_a_loss_term_and_a_process() -> None:
+    with pytest.raises(ConfigError, match=r"losses\.terms\.0\.windw' \(did you mean 'losses\.terms\.0\.window'"):
+        validate({"losses": {"terms": [{"name": "ssim", "windw": 7}]}})
+    with pytest.raises(ConfigError, match=r"process\.kapa' \(did you mean 'process\.kappa'"):
+        validate({"process": {"name": "resshift", "kapa": 1}})
+
+
+def test_bad_values_are_one_line_errors() -> None:
+    for data, key in [
+        ({"codec": {"layout": "lll"}}, "codec.layout"),
+        ({"train": {"lr": -1}}, "train.lr"),
+        ({"data": {"scale": 5}}, "data.scale"),
+        ({"data": {"patch_size": 30, "scale": 4}}, "data"),
+        ({"losses": {"terms": [{"name": "l1", "gate": {"kind": "hard"}}]}}, "losses.terms.0.gate"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            validate(data)
+        msg = str(info.value)
+        assert key in msg and "\n" not in msg
+
+
+def test_set_overrides_are_type_checked() -> None:
+    cfg = load_config("demo", ["train.steps=7", "codec.layout=full", "losses.terms.0.weight.value=0.25"])
+    assert cfg.train.steps == 7 and cfg.codec.layout == "full"
+    assert cfg.losses.terms[0].weight.value == 0.25
+    with pytest.raises(ConfigError, match="train.steps"):
+        load_config("demo", ["train.steps=many"])
+    with pytest.raises(ConfigError, match="did you mean 'train.steps'"):
+        load_config("demo", ["train.stepz=3"])
+    with pytest.raises(ConfigError, match="no item 5"):
+        load_config("demo", ["losses.terms.5.weight.value=1"])
+
+
+def test_unknown_preset_and_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="did you mean 'demo'"):
+        load_config("dmeo")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("42\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(scalar)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_duplicate_term_labels_rejected() -> None:
+    with pytest.raises(ConfigError, match="duplicate term"):
+        validate({"losses": {"terms": [{"name": "l1"}, {"name": "l1"}]}})
+    cfg = validate({"losses": {"terms": [{"name": "l1"}, {"name": "l1", "label": "l1_late"}]}})
+    assert [t.key for t in cfg.losses.terms] == ["l1", "l1_late"]
+
+
+def test_full_yaml_has_every_section() -> None:
+    data = yaml.safe_load(Config().to_yaml())
+    assert set(data) >= {"data", "codec", "process", "net", "losses", "train", "sample", "eval"}
