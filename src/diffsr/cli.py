@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -28,7 +28,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 SetOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", "-s", help="Override a config value, e.g. --set train.steps=200 (repeatable)."),
 ]
 
@@ -43,9 +43,9 @@ def _setup_logging(verbose: bool) -> None:
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo_out"),
-    steps: Annotated[Optional[int], typer.Option(help="Training steps (default: the demo preset's).")] = None,
-    time_limit: Annotated[Optional[float], typer.Option(help="Training time budget in seconds.")] = None,
-    sample_steps: Annotated[Optional[int], typer.Option(help="Sampling steps.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps (default: the demo preset's).")] = None,
+    time_limit: Annotated[float | None, typer.Option(help="Training time budget in seconds.")] = None,
+    sample_steps: Annotated[int | None, typer.Option(help="Sampling steps.")] = None,
 ) -> None:
     """Train a tiny model on the built-in infrared/MRI samples (CPU), then compare it with bicubic."""
     from diffsr.demo import run_demo
@@ -61,7 +61,7 @@ def demo(
 @app.command()
 def train(
     config: Annotated[str, typer.Argument(help="A preset name (see 'diffsr presets') or a YAML file.")],
-    out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<preset>).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<preset>).")] = None,
     set_: SetOpt = None,
     resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint in --out.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -95,13 +95,13 @@ def sr(
     inputs: Annotated[list[Path], typer.Argument(help="Images, folders, DICOM series folders or NIfTI volumes.")],
     ckpt: Annotated[Path, typer.Option(help="Run folder or checkpoint folder.")],
     out: Annotated[Path, typer.Option(help="Output folder.")],
-    steps: Annotated[Optional[int], typer.Option(help="Sampling steps.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Sampling steps.")] = None,
     ema: Annotated[bool, typer.Option(help="Use the EMA weights.")] = True,
-    tile: Annotated[Optional[int], typer.Option(help="HR tile size (bounded memory).")] = None,
-    overlap: Annotated[Optional[int], typer.Option(help="Tile overlap in HR pixels.")] = None,
+    tile: Annotated[int | None, typer.Option(help="HR tile size (bounded memory).")] = None,
+    overlap: Annotated[int | None, typer.Option(help="Tile overlap in HR pixels.")] = None,
     samples: Annotated[int, typer.Option(help="Draw N samples: write their mean and a std map.")] = 1,
     consistency: Annotated[
-        Optional[str], typer.Option(help="Data consistency: none | backprojection | kspace.")
+        str | None, typer.Option(help="Data consistency: none | backprojection | kspace.")
     ] = None,
     cpu: Annotated[bool, typer.Option(help="Force CPU.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -140,11 +140,11 @@ def eval_(
     method: Annotated[list[str], typer.Option(help="bicubic | CKPT | edsr:CKPT | rcan:CKPT | swinir:CKPT (repeat).")],
     out: Annotated[Path, typer.Option(help="Output folder for metrics.json, report.md, figures.")],
     scale: Annotated[int, typer.Option(help="SR factor.")] = 4,
-    steps: Annotated[Optional[list[int]], typer.Option(help="Sampling steps (repeat for a sweep).")] = None,
+    steps: Annotated[list[int] | None, typer.Option(help="Sampling steps (repeat for a sweep).")] = None,
     channels: Annotated[int, typer.Option(help="Evaluate as 1 (grey/Y) or 3 channels.")] = 1,
-    limit: Annotated[Optional[int], typer.Option(help="At most N images / slices.")] = None,
-    crop_border: Annotated[Optional[int], typer.Option(help="Border crop (default: = scale).")] = None,
-    lpips_weights: Annotated[Optional[str], typer.Option(help="LPIPS lin weights (.pth).")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most N images / slices.")] = None,
+    crop_border: Annotated[int | None, typer.Option(help="Border crop (default: = scale).")] = None,
+    lpips_weights: Annotated[str | None, typer.Option(help="LPIPS lin weights (.pth).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Evaluate several methods on the same images with pinned metric conventions."""
@@ -160,13 +160,13 @@ def eval_(
 
 @app.command()
 def bench(
-    config: Annotated[Optional[list[str]], typer.Option(help="Presets / YAML files to benchmark (repeat).")] = None,
-    baseline: Annotated[Optional[list[str]], typer.Option(help="edsr | rcan | swinir (repeat).")] = None,
+    config: Annotated[list[str] | None, typer.Option(help="Presets / YAML files to benchmark (repeat).")] = None,
+    baseline: Annotated[list[str] | None, typer.Option(help="edsr | rcan | swinir (repeat).")] = None,
     size: Annotated[int, typer.Option(help="HR image side in pixels.")] = 256,
-    steps: Annotated[Optional[list[int]], typer.Option(help="Sampling steps (repeat).")] = None,
+    steps: Annotated[list[int] | None, typer.Option(help="Sampling steps (repeat).")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     repeat: Annotated[int, typer.Option(help="Timed repetitions (median).")] = 3,
-    out: Annotated[Optional[Path], typer.Option(help="Write JSON here.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write JSON here.")] = None,
 ) -> None:
     """Parameters, FLOPs, latency and peak memory of presets and baselines, side by side."""
     from diffsr.evaluate_cli import run_bench

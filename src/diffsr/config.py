@@ -306,7 +306,8 @@ class DataConfig(Strict):
     batch_size: int = Field(8, ge=1)
     channels: Literal[1, 3] = 1
     degradation: DegradationConfig = Field(default_factory=DegradationConfig)
-    normalization: Literal["dtype", "minmax", "percentile", "window"] = "dtype"
+    # auto: dtype range for 8/16-bit images, percentiles for MRI volumes/series, min-max for floats
+    normalization: Literal["auto", "dtype", "minmax", "percentile", "window"] = "auto"
     percentiles: tuple[float, float] = (0.5, 99.5)
     window: tuple[float, float] | None = None  # CT window (low, high) in file units
     slice_axis: int = Field(2, ge=0, le=2)

@@ -168,7 +168,9 @@ def sr_files(
     written: list[Path] = []
     for path in files:
         record = read(path, volume_index=data_cfg.volume_index, slice_axis=data_cfg.slice_axis)
-        policy = normalization or default_policy(record)
+        policy = normalization or data_cfg.normalization
+        if policy == "auto":
+            policy = default_policy(record)
         intensity = fit_intensity(record, policy, data_cfg.percentiles, data_cfg.window)
         unit = intensity.forward(record.array)
         n, c, h, w = unit.shape
@@ -232,7 +234,9 @@ def _std_name(name: str) -> str:
     return f"{p.stem}_std{p.suffix}" if p.suffix else f"{name}_std"
 
 
-def method_from_spec(spec: str, scale: int, *, steps: int | None = None, device: str | None = None) -> tuple[str, Callable[[Tensor, int], Tensor]]:
+def method_from_spec(
+    spec: str, scale: int, *, steps: int | None = None, device: str | None = None
+) -> tuple[str, Callable[[Tensor, int], Tensor]]:
     """An evaluation method from a CLI spec: 'bicubic', 'CKPT', or '<baseline>:CKPT'.
 
     Returns (display name, fn(lr, scale) -> sr).

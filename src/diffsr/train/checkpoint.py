@@ -163,7 +163,9 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     run = path.parent if path.name == "checkpoints" else path
     found = list_checkpoints(run)
     if not found:
-        raise CheckpointError(f"{path}: no complete checkpoint found (expected checkpoints/step_*/ with {', '.join(FILES)})")
+        raise CheckpointError(
+            f"{path}: no complete checkpoint found (expected checkpoints/step_*/ with {', '.join(FILES)})"
+        )
     return found[-1]
 
 

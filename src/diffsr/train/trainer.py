@@ -67,6 +67,20 @@ def load_trainable_state(model: SRModel, state: dict[str, Tensor]) -> None:
         )
 
 
+def stack_state(stack: torch.nn.Module) -> dict[str, Any]:
+    """The loss stack's resumable state (discriminators, their optimisers), without frozen networks.
+
+    Frozen term networks (LPIPS backbones, a user's feature network) are rebuilt from their
+    weight files, so they are not copied into every checkpoint.
+    """
+    frozen = []
+    for name, module in getattr(stack, "term_modules", {}).items():
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            frozen.append(f"term_modules.{name}.")
+    return {k: v for k, v in stack.state_dict().items() if not any(k.startswith(f) for f in frozen)}
+
+
 def lr_lambda(config: Config) -> Callable[[int], float]:
     """Linear warm-up then cosine (or constant) decay to ``min_lr_ratio``."""
     tc = config.train
@@ -211,7 +225,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("stack"):
-            self.stack.load_state_dict(state["stack"])
+            self.stack.load_state_dict(state["stack"], strict=False)
         if self.ema is not None:
             self.ema.updates = int(state.get("ema_updates", 0))
         self.step = int(state["step"])
@@ -347,7 +361,7 @@ class Trainer:
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "stack": self.stack.state_dict(),
+            "stack": stack_state(self.stack),
             "ema_updates": self.ema.updates if self.ema is not None else 0,
             "skipped": self.skipped,
         }

@@ -1,0 +1,624 @@
+"""The loss stack: gated, scheduled loss terms sharing one decode per step.
+
+One training step (DESIGN §1)::
+
+    total, report = stack(z0_hat=z0_hat, t=t, step=step, decode=decode, hr=hr, z0=z0,
+                          mask=mask, paired=paired, diffusion=diffusion_per_sample)
+
+For every term k and sample i the stack forms a factor
+
+    factor_ki = weight_k(step) * gate_k(t_i) * [paired_i or not paired_only_k]
+
+(times the detached gradient-norm ratio for an adaptive weight). The rows where any
+pixel-space term has factor > 0 are decoded **once** (in chunks of ``decode_chunk`` rows if
+set) and every pixel-space term reuses that decode; if no row needs pixel space the decoder is
+not called. Each term returns a per-sample loss (B_k,) on its own active rows, and contributes
+
+    contribution_k = sum_i factor_ki * loss_ki / B
+
+normalised by the **whole** batch B, not by the active rows: a gated term does not jump when
+one more sample passes its gate (the report gives the active fraction instead). The total is
+``diffusion_weight * mean(diffusion) + sum_k contribution_k``.
+
+Non-finite values are handled by ``nonfinite_policy`` ("skip_term": drop the term this step;
+"skip_step": flag ``report.skip_step`` for the trainer; "stop": raise), and any policy raises
+after ``max_consecutive`` consecutive steps with a non-finite term. A term that is active but
+contributes exactly 0 for ``dead_after`` consecutive steps raises :class:`DeadTermError` (seed
+003: a term defined and weighted but never computed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from diffsr.core.errors import ConfigError, DiffsrError
+from diffsr.losses.gates import Gate, NoGate
+from diffsr.losses.report import LossReport
+from diffsr.losses.schedules import Adaptive, Schedule, build_schedule
+
+__all__ = [
+    "DeadTermError",
+    "Decode",
+    "LatentL1Loss",
+    "LatentL2Loss",
+    "LossStack",
+    "LossTerm",
+    "NonFiniteError",
+    "latent_error",
+]
+
+logger = logging.getLogger(__name__)
+
+#: decode(z0_hat rows, row indices into the batch (long, on z0_hat's device)) -> x0_hat rows
+Decode = Callable[[Tensor, Tensor], Tensor]
+
+NonFinitePolicy = Literal["skip_term", "skip_step", "stop"]
+
+
+class NonFiniteError(DiffsrError):
+    """Training produced NaN/Inf losses (policy 'stop', or too many consecutive bad steps)."""
+
+
+class DeadTermError(DiffsrError):
+    """A loss term was active for many steps but contributed exactly 0 every time."""
+
+
+# ----------------------------------------------------------------------------- latent terms
+
+
+def _resize_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
+    """A (B, 1, H, W) image-space mask at a latent size (area average: fraction of valid pixels)."""
+    if tuple(mask.shape[-2:]) == tuple(size):
+        return mask
+    return F.interpolate(mask.to(torch.promote_types(mask.dtype, torch.float32)), size=size, mode="area")
+
+
+def latent_error(z0_hat: Tensor, z0: Tensor, mask: Tensor | None = None, *, p: int = 1) -> Tensor:
+    """Per-sample mean |z0_hat - z0|^p (B,), masked (the mask is resized to the latent grid).
+
+    z0_hat, z0: (B, C, h, w). mask: (B, 1, H, W) at image or latent resolution, 1 = valid.
+    """
+    if z0_hat.shape != z0.shape:
+        raise ValueError(f"z0_hat {tuple(z0_hat.shape)} and z0 {tuple(z0.shape)} differ")
+    diff = z0_hat - z0
+    err = diff.abs() if p == 1 else diff.pow(2)
+    if mask is None:
+        return err.flatten(1).mean(1)
+    m = _resize_mask(mask, tuple(z0.shape[-2:])).to(err.dtype)
+    num = (err * m).flatten(1).sum(1)
+    den = (m.flatten(1).sum(1) * err.shape[1]).clamp_min(1e-8)
+    return num / den
+
+
+class LatentL1Loss(nn.Module):
+    """Per-sample mean |z0_hat - z0| in the latent space (no decode)."""
+
+    def forward(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+        return latent_error(pred, target, mask, p=1)
+
+
+class LatentL2Loss(nn.Module):
+    """Per-sample mean (z0_hat - z0)^2 in the latent space (no decode)."""
+
+    def forward(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+        return latent_error(pred, target, mask, p=2)
+
+
+# ----------------------------------------------------------------------------- terms
+
+
+class _FunctionTerm(nn.Module):
+    """Wraps a plain function ``fn(pred, target, mask) -> (B,)`` as a module."""
+
+    def __init__(self, fn: Callable[[Tensor, Tensor, Tensor | None], Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.fn(pred, target, mask)
+
+
+@dataclass(eq=False)
+class LossTerm:
+    """One term of the stack.
+
+    key: name in reports and logs. module: ``module(pred, target, mask) -> (B,)`` per-sample
+    loss (an ``nn.Module`` or a plain function). space: "pixel" (pred = decoded x0_hat,
+    target = hr) or "latent" (pred = z0_hat, target = z0). weight: a :class:`Schedule` or a
+    number. gate: a :class:`Gate` (None: open for every t). paired_only: unpaired rows get
+    factor 0.
+    """
+
+    key: str
+    module: Any
+    space: Literal["pixel", "latent"] = "pixel"
+    weight: Schedule | float = field(default_factory=lambda: build_schedule(1.0))
+    gate: Gate | None = None
+    paired_only: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.key or "." in self.key or self.key == "diffusion":
+            raise ConfigError(
+                f"loss term key {self.key!r} is not allowed (empty, contains '.', or 'diffusion')"
+            )
+        if self.space not in ("pixel", "latent"):
+            raise ConfigError(
+                f"loss term '{self.key}': space must be 'pixel' or 'latent', got {self.space!r}"
+            )
+        if not isinstance(self.module, nn.Module):
+            if not callable(self.module):
+                raise TypeError(f"loss term '{self.key}': module must be callable, got {type(self.module)}")
+            self.module = _FunctionTerm(self.module)
+        self.weight = build_schedule(self.weight)
+        if self.gate is None:
+            self.gate = NoGate()
+
+
+@dataclass
+class _Computed:
+    """A term's result on one step (tensors still in the graph where they should be)."""
+
+    key: str
+    contribution: Tensor | None  # None: inactive this step
+    raw: Tensor | None
+    weight: Tensor | float
+    active_fraction: float
+    track_dead: bool = True
+
+
+# ----------------------------------------------------------------------------- stack
+
+
+class LossStack(nn.Module):
+    """Gated, scheduled loss terms with one shared decode per step (see the module docstring).
+
+    Term modules are registered submodules (``term_modules[key]``), so ``.to(device)`` and
+    ``state_dict()`` include them (a GAN term's discriminator and optimiser state too).
+    """
+
+    def __init__(
+        self,
+        terms: Iterable[LossTerm],
+        *,
+        decode_chunk: int | None = None,
+        nonfinite_policy: NonFinitePolicy = "skip_term",
+        max_consecutive: int = 20,
+        diffusion_weight: float = 1.0,
+        dead_after: int | None = 20,
+    ) -> None:
+        super().__init__()
+        self.terms: list[LossTerm] = list(terms)
+        keys = [t.key for t in self.terms]
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup:
+            raise ConfigError(f"duplicate loss term key(s) {dup}: give each term its own label")
+        if nonfinite_policy not in ("skip_term", "skip_step", "stop"):
+            raise ConfigError(
+                f"nonfinite policy must be skip_term, skip_step or stop, got {nonfinite_policy!r}"
+            )
+        if decode_chunk is not None and decode_chunk < 1:
+            raise ConfigError(f"decode_chunk must be >= 1, got {decode_chunk}")
+        self.term_modules = nn.ModuleDict({t.key: t.module for t in self.terms})
+        self.decode_chunk = decode_chunk
+        self.nonfinite_policy = nonfinite_policy
+        self.max_consecutive = int(max_consecutive)
+        self.diffusion_weight = float(diffusion_weight)
+        self.dead_after = dead_after
+        self._bad_steps = 0
+        self._dead_counts: dict[str, int] = {}
+        self._ratios: dict[str, Tensor] = {}
+        self._gan_cache: dict[str, tuple[Tensor, Tensor]] = {}
+        self._step = 0
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def keys(self) -> list[str]:
+        """Term keys in order (without the diffusion term)."""
+        return [t.key for t in self.terms]
+
+    @property
+    def needs_decoder(self) -> bool:
+        """True when some term works in pixel space."""
+        return any(t.space == "pixel" for t in self.terms)
+
+    @property
+    def dead_counts(self) -> dict[str, int]:
+        """Per term: consecutive active steps that contributed exactly 0 (0 for healthy terms)."""
+        return dict(self._dead_counts)
+
+    def __len__(self) -> int:
+        return len(self.terms)
+
+    def extra_repr(self) -> str:
+        lines = [f"diffusion_weight={self.diffusion_weight:g}, decode_chunk={self.decode_chunk}"]
+        for t in self.terms:
+            lines.append(
+                f"{t.key}: space={t.space}, weight={t.weight.describe()}, gate={t.gate.describe()}, "
+                f"paired_only={t.paired_only}"
+            )
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ checks
+    def _check_inputs(
+        self,
+        *,
+        z0_hat: Tensor,
+        t: Tensor | None,
+        decode: Decode | None,
+        hr: Tensor | None,
+        z0: Tensor | None,
+        mask: Tensor | None,
+        paired: Tensor | None,
+        diffusion: Tensor | None,
+        last_layer: Tensor | None,
+        adaptive: bool,
+    ) -> None:
+        b = z0_hat.shape[0]
+        for term in self.terms:
+            if term.space == "pixel" and decode is None:
+                raise ConfigError(f"term '{term.key}' needs pixel space but the stack got no decoder")
+            if term.space == "pixel" and hr is None:
+                raise ValueError(f"term '{term.key}' needs pixel space: pass hr (B, C, H, W)")
+            if term.space == "latent" and z0 is None:
+                raise ValueError(f"term '{term.key}' works in latent space: pass z0 (B, C, h, w)")
+            if adaptive and isinstance(term.weight, Adaptive) and last_layer is None:
+                raise ConfigError(
+                    f"term '{term.key}' has an adaptive weight but the stack got no last_layer parameter"
+                )
+        if adaptive and any(isinstance(term.weight, Adaptive) for term in self.terms):
+            has_ref = (diffusion is not None and self.diffusion_weight > 0) or any(
+                not isinstance(term.weight, Adaptive) for term in self.terms
+            )
+            if not has_ref:
+                raise ConfigError(
+                    "an adaptive weight needs a reference term: pass the diffusion loss "
+                    "(with diffusion_weight > 0) or add a term with a fixed schedule"
+                )
+        if t is not None and tuple(t.shape) != (b,):
+            raise ValueError(f"t: expected ({b},), got {tuple(t.shape)}")
+        if hr is not None and (hr.ndim != 4 or hr.shape[0] != b):
+            raise ValueError(f"hr: expected ({b}, C, H, W), got {tuple(hr.shape)}")
+        if z0 is not None and z0.shape[0] != b:
+            raise ValueError(f"z0: expected batch {b}, got {tuple(z0.shape)}")
+        if mask is not None:
+            want = f"({b}, 1, {hr.shape[-2]}, {hr.shape[-1]})" if hr is not None else f"({b}, 1, H, W)"
+            bad_size = hr is not None and mask.shape[-2:] != hr.shape[-2:]
+            if mask.ndim != 4 or mask.shape[0] != b or mask.shape[1] != 1 or bad_size:
+                raise ValueError(f"mask: expected {want}, got {tuple(mask.shape)}")
+        if paired is not None and tuple(paired.shape) != (b,):
+            raise ValueError(f"paired: expected ({b},), got {tuple(paired.shape)}")
+        if diffusion is not None and tuple(diffusion.shape) != (b,):
+            raise ValueError(f"diffusion: expected the per-sample loss ({b},), got {tuple(diffusion.shape)}")
+
+    # ------------------------------------------------------------------ decode
+    def _decode(self, decode: Decode, z0_hat: Tensor, index: Tensor, hr: Tensor | None) -> tuple[Tensor, int]:
+        """x0_hat for rows ``index`` (one logical decode, maybe chunked); returns (x0_hat, calls)."""
+        chunk = self.decode_chunk or index.numel()
+        parts = []
+        for start in range(0, index.numel(), chunk):
+            rows = index[start : start + chunk]
+            parts.append(decode(z0_hat[rows], rows))
+        x0_hat = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+        n = index.numel()
+        if x0_hat.ndim != 4 or x0_hat.shape[0] != n:
+            raise ValueError(f"decode returned {tuple(x0_hat.shape)} for {n} rows; expected ({n}, C, H, W)")
+        if hr is not None and x0_hat.shape[1:] != hr.shape[1:]:
+            raise ValueError(
+                f"decode returned {tuple(x0_hat.shape)} but hr rows are {(n, *hr.shape[1:])}: "
+                "crop or pad the decoded image to the HR size"
+            )
+        return x0_hat, len(parts)
+
+    # ------------------------------------------------------------------ one term
+    def _run_module(
+        self, term: LossTerm, pred: Tensor, target: Tensor, mask: Tensor | None, n: int
+    ) -> Tensor:
+        loss = term.module(pred, target, mask)
+        if not isinstance(loss, Tensor) or tuple(loss.shape) != (n,):
+            got = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+            raise ValueError(f"loss term '{term.key}' returned {got}; expected the per-sample loss ({n},)")
+        if loss.dtype in (torch.float16, torch.bfloat16):
+            loss = loss.float()
+        return loss
+
+    def _adaptive_ratio(
+        self, term: LossTerm, contribution: Tensor, ref: Tensor | None, last_layer: Tensor
+    ) -> Tensor:
+        """Detached clamp(||grad ref|| / (||grad term|| + eps), 0, max_ratio) at ``last_layer``.
+
+        ``contribution``: the term's gated, batch-normalised loss without its schedule weight;
+        ``ref``: the reference term's contribution to the total (the diffusion term, else the
+        first fixed-schedule term).
+        """
+        sched = term.weight
+        assert isinstance(sched, Adaptive)
+        cached = self._ratios.get(term.key)
+        graph = torch.is_grad_enabled() and contribution.requires_grad
+        if ref is None or not graph or not ref.requires_grad:
+            # no reference this step or no graph (validation): reuse the last ratio
+            return cached if cached is not None else contribution.new_ones(())
+        (g_ref,) = torch.autograd.grad(ref, last_layer, retain_graph=True, allow_unused=True)
+        (g_term,) = torch.autograd.grad(contribution, last_layer, retain_graph=True, allow_unused=True)
+        if g_ref is None or g_term is None:
+            # the term (or the reference) does not reach the last layer: give it no weight, so
+            # the dead-term check names it rather than a huge ratio hiding the problem
+            ratio = contribution.new_zeros(())
+        else:
+            ratio = g_ref.detach().norm() / (g_term.detach().norm() + sched.eps)
+            ratio = ratio.clamp(0.0, sched.max_ratio).to(contribution.dtype)
+        self._ratios[term.key] = ratio.detach()
+        return ratio.detach()
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        *,
+        z0_hat: Tensor,
+        t: Tensor,
+        step: int,
+        decode: Decode | None = None,
+        hr: Tensor | None = None,
+        z0: Tensor | None = None,
+        mask: Tensor | None = None,
+        paired: Tensor | None = None,
+        diffusion: Tensor | None = None,
+        last_layer: Tensor | None = None,
+    ) -> tuple[Tensor, LossReport]:
+        """Total loss (0-dim, in the graph) and a :class:`LossReport` for one training step.
+
+        z0_hat: (B, C, h, w) differentiable clean estimate. t: (B,) the process's timesteps.
+        decode(z0_hat rows, row index) -> x0_hat rows (B_sel, C, H, W), needed by pixel-space
+        terms. hr: (B, C, H, W) target images; z0: the target latent; mask: (B, 1, H, W), 1 =
+        valid; paired: (B,) bool; diffusion: (B,) per-sample diffusion loss; last_layer: the
+        parameter adaptive weights measure gradients at.
+        """
+        self._check_inputs(
+            z0_hat=z0_hat, t=t, decode=decode, hr=hr, z0=z0, mask=mask, paired=paired,
+            diffusion=diffusion, last_layer=last_layer, adaptive=True,
+        )
+        self._step = int(step)
+        b = z0_hat.shape[0]
+        device = z0_hat.device
+        fdtype = torch.promote_types(z0_hat.dtype, torch.float32)
+        self._gan_cache.clear()
+
+        # -- factors and the rows each term needs (one device sync for the whole plan)
+        weights: list[float] = []
+        gates: list[Tensor] = []  # gate(t) * pairing, without the schedule weight
+        factors: list[Tensor] = []
+        t_dev = t.detach().to(device)
+        for term in self.terms:
+            w = float(term.weight(step))
+            gate = term.gate(t_dev).to(fdtype)  # type: ignore[misc]
+            if term.paired_only and paired is not None:
+                gate = gate * paired.to(device=device, dtype=fdtype)
+            weights.append(w)
+            gates.append(gate)
+            factors.append(w * gate)
+        active = torch.stack(factors).gt(0).cpu() if factors else torch.zeros(0, b, dtype=torch.bool)
+        pixel_rows = torch.zeros(b, dtype=torch.bool)
+        for k, term in enumerate(self.terms):
+            if term.space == "pixel":
+                pixel_rows |= active[k]
+
+        # -- the one shared decode
+        decode_calls = 0
+        union = pixel_rows.nonzero().squeeze(1)
+        x0_hat: Tensor | None = None
+        union_pos = torch.full((b,), -1, dtype=torch.long)
+        if union.numel() > 0:
+            assert decode is not None
+            union_pos[union] = torch.arange(union.numel())
+            x0_hat, decode_calls = self._decode(decode, z0_hat, union.to(device), hr)
+
+        # -- diffusion term
+        results: list[_Computed] = []
+        ref: Tensor | None = None
+        if diffusion is not None:
+            dw = self.diffusion_weight
+            diff = diffusion.float() if diffusion.dtype in (torch.float16, torch.bfloat16) else diffusion
+            contribution = dw * diff.sum() / b if dw > 0 else None
+            results.append(
+                _Computed("diffusion", contribution, diff.detach().mean(), dw, 1.0 if dw > 0 else 0.0)
+            )
+            ref = contribution
+
+        # -- the terms: non-adaptive first (the first one is the reference if there is no
+        # diffusion term), then adaptive ones
+        order = sorted(range(len(self.terms)), key=lambda k: isinstance(self.terms[k].weight, Adaptive))
+        computed: dict[int, _Computed] = {}
+        for k in order:
+            term = self.terms[k]
+            module = term.module
+            if hasattr(module, "set_step"):
+                module.set_step(step)
+            rows_cpu = active[k].nonzero().squeeze(1)
+            n = rows_cpu.numel()
+            track = self._step >= int(getattr(module, "warmup", 0) or 0)
+            if n == 0:
+                ratio = self._ratios.get(term.key) if isinstance(term.weight, Adaptive) else None
+                w_report: Tensor | float = weights[k] * ratio if ratio is not None else weights[k]
+                computed[k] = _Computed(term.key, None, None, w_report, 0.0, track)
+                continue
+            full = n == b
+            rows = None if full else rows_cpu.to(device)
+            m = mask if (mask is None or full) else mask[rows]
+            if term.space == "pixel":
+                assert x0_hat is not None and hr is not None
+                pred = x0_hat if n == union.numel() else x0_hat[union_pos[rows_cpu].to(device)]
+                target = hr if full else hr[rows]
+            else:
+                assert z0 is not None
+                pred = z0_hat if full else z0_hat[rows]
+                target = z0 if full else z0[rows]
+            loss = self._run_module(term, pred, target, m, n)
+            w_report = weights[k]
+            if isinstance(term.weight, Adaptive):
+                # the ratio compares the gated, batch-normalised term before its weight
+                assert last_layer is not None
+                g = gates[k] if full else gates[k][rows]
+                unweighted = (g.to(loss.dtype) * loss).sum() / b
+                ratio = self._adaptive_ratio(term, unweighted, ref, last_layer)
+                w_report = weights[k] * ratio
+                contribution = unweighted * w_report
+            else:
+                f = factors[k] if full else factors[k][rows]
+                contribution = (f.to(loss.dtype) * loss).sum() / b
+            if ref is None and not isinstance(term.weight, Adaptive):
+                ref = contribution
+            if hasattr(module, "discriminator_step") and term.space == "pixel":
+                self._gan_cache[term.key] = (target.detach(), pred.detach())
+            computed[k] = _Computed(term.key, contribution, loss.detach().mean(), w_report, n / b, track)
+        results += [computed[k] for k in range(len(self.terms))]
+        return self._finish(results, b, device, fdtype, decode_calls, union.numel(), z0_hat)
+
+    # ------------------------------------------------------------------ total, policies, report
+    def _finish(
+        self,
+        results: list[_Computed],
+        b: int,
+        device: torch.device,
+        fdtype: torch.dtype,
+        decode_calls: int,
+        decoded_rows: int,
+        z0_hat: Tensor,
+    ) -> tuple[Tensor, LossReport]:
+        live = [r for r in results if r.contribution is not None]
+        finite = [True] * len(live)
+        zero = [False] * len(live)
+        if live:
+            # one device sync for every finiteness / dead-term check
+            values = torch.stack([r.contribution.detach().to(fdtype) for r in live]).cpu()  # type: ignore[union-attr]
+            finite = torch.isfinite(values).tolist()
+            zero = values.eq(0).tolist()
+        bad = [r.key for r, ok in zip(live, finite, strict=True) if not ok]
+        skip_step = False
+        if bad:
+            self._bad_steps += 1
+            if self.nonfinite_policy == "stop":
+                raise NonFiniteError(
+                    f"non-finite loss in term(s) {', '.join(bad)} at step {self._step} "
+                    "(nonfinite policy 'stop')"
+                )
+            if self._bad_steps >= self.max_consecutive:
+                raise NonFiniteError(
+                    f"non-finite loss in term(s) {', '.join(bad)} for {self._bad_steps} consecutive steps "
+                    f"(up to step {self._step}); lower the learning rate or check the data"
+                )
+            skip_step = self.nonfinite_policy == "skip_step"
+            logger.warning(
+                "step %d: non-finite loss in %s (%s)", self._step, ", ".join(bad),
+                "step skipped" if skip_step else "term dropped",
+            )
+        else:
+            self._bad_steps = 0
+        self._track_dead(live, finite, zero)
+
+        kept = [r.contribution for r, ok in zip(live, finite, strict=True) if ok]
+        if kept:
+            total = kept[0]
+            for c in kept[1:]:
+                total = total + c  # type: ignore[operator]
+        else:
+            total = torch.zeros((), device=device, dtype=fdtype, requires_grad=z0_hat.requires_grad)
+        assert isinstance(total, Tensor)
+
+        ok_by_key = {r.key: ok for r, ok in zip(live, finite, strict=True)}
+        rows: list[Tensor] = []
+        skipped: list[bool] = []
+        for r in results:
+            ok = ok_by_key.get(r.key, True)
+            zero_t = torch.zeros((), device=device, dtype=fdtype)
+            raw = r.raw.to(fdtype) if r.raw is not None else zero_t
+            weighted = r.contribution.detach().to(fdtype) if (r.contribution is not None and ok) else zero_t
+            weight = r.weight.detach().to(fdtype) if isinstance(r.weight, Tensor) else zero_t + r.weight
+            rows.append(torch.stack([raw, weighted, weight, zero_t + r.active_fraction]))
+            skipped.append(not ok)
+        values = torch.stack(rows) if rows else torch.zeros(0, 4, device=device, dtype=fdtype)
+        report = LossReport.from_tensors(
+            [r.key for r in results], values, total.detach(), skipped,
+            decode_calls=decode_calls, decoded_rows=decoded_rows, skip_step=skip_step, nonfinite=len(bad),
+        )
+        return total, report
+
+    def _track_dead(self, live: list[_Computed], finite: list[bool], zero: list[bool]) -> None:
+        if not self.dead_after:
+            return
+        for r, ok, is_zero in zip(live, finite, zero, strict=True):
+            if not r.track_dead or not ok:
+                continue
+            count = self._dead_counts.get(r.key, 0) + 1 if is_zero else 0
+            self._dead_counts[r.key] = count
+            if count >= self.dead_after:
+                raise DeadTermError(
+                    f"loss term '{r.key}' was active for {count} consecutive steps but contributed "
+                    "exactly 0: it is weighted but never computed "
+                    "(check that its module returns the per-sample loss)"
+                )
+
+    # ------------------------------------------------------------------ GAN
+    def discriminator_step(self, step: int) -> dict[str, float]:
+        """Train every GAN term's discriminator on the rows decoded by the last forward.
+
+        Calls ``module.discriminator_step(real=hr rows, fake=x0_hat rows (detached), step=step)``
+        and returns its statistics as ``{"<key>/<name>": value}``; the cache is cleared after.
+        A GAN term inactive on the last forward does not step.
+        """
+        out: dict[str, float] = {}
+        for key, (real, fake) in self._gan_cache.items():
+            stats = self.term_modules[key].discriminator_step(real=real, fake=fake, step=step)
+            out.update({f"{key}/{name}": float(v) for name, v in (stats or {}).items()})
+        self._gan_cache.clear()
+        return out
+
+    # ------------------------------------------------------------------ audit probe
+    def term_losses(
+        self,
+        *,
+        z0_hat: Tensor,
+        t: Tensor | None = None,
+        decode: Decode | None = None,
+        hr: Tensor | None = None,
+        z0: Tensor | None = None,
+        mask: Tensor | None = None,
+        paired: Tensor | None = None,
+        diffusion: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """Every term's mean loss over every row, weights and gates forced open (0-dim, in the graph).
+
+        The probe of :func:`diffsr.train.audit.audit_reachability`: ``"diffusion"`` is included
+        when ``diffusion`` is given. ``t`` and ``paired`` are accepted for symmetry and ignored.
+        A GAN term is evaluated as if past its warm-up.
+        """
+        self._check_inputs(
+            z0_hat=z0_hat, t=t, decode=decode, hr=hr, z0=z0, mask=mask, paired=paired,
+            diffusion=diffusion, last_layer=None, adaptive=False,
+        )
+        b = z0_hat.shape[0]
+        out: dict[str, Tensor] = {}
+        if diffusion is not None:
+            out["diffusion"] = diffusion.mean()
+        x0_hat = None
+        if self.needs_decoder:
+            assert decode is not None
+            x0_hat, _ = self._decode(decode, z0_hat, torch.arange(b, device=z0_hat.device), hr)
+        for term in self.terms:
+            module = term.module
+            warmup = int(getattr(module, "warmup", 0) or 0)
+            if hasattr(module, "set_step"):
+                module.set_step(max(self._step, warmup))
+            if term.space == "pixel":
+                loss = self._run_module(term, x0_hat, hr, mask, b)  # type: ignore[arg-type]
+            else:
+                loss = self._run_module(term, z0_hat, z0, mask, b)  # type: ignore[arg-type]
+            if hasattr(module, "set_step"):
+                module.set_step(self._step)
+            out[term.key] = loss.mean()
+        return out

@@ -1,0 +1,156 @@
+"""Residual denoising diffusion (RDDM, Liu et al., CVPR 2024): residual and noise on separate schedules.
+
+With ``y = zc`` and the residual ``res = y - z0`` (RDDM's I_res = I_in - I_0), for integer t in
+[0, T - 1] (t = 0 is step 1):
+
+    z_t = z0 + abar_t res + bbar_t eps,          z_T = y + bbar_T eps  (abar_T = 1)
+
+``abar_t = sum_{i <= t} alpha_i`` with alpha_i proportional to T + 1 - i (decreasing, sum 1);
+``bbar_t^2 = sum_{i <= t} beta2_i`` with beta2_i proportional to i (increasing, sum
+``noise_scale``). The network predicts ``res`` and ``eps`` as two channel halves
+(``prediction="res_noise"``, so the net needs 2x the latent channels, see
+``output_multiplier``) or ``res`` alone (``"res"``, eps then follows from z_t). Sampling is RDDM's
+deterministic (sigma = 0) update ``z_prev = z0_hat + abar_prev res_hat + bbar_prev eps_hat``;
+the last step returns z0_hat. The network sees ``t * 1000 / T``, no input scaling.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from diffsr.core.errors import ConfigError
+from diffsr.processes.base import Net, Process, X0Hook
+from diffsr.processes.common import check_steps, compute_dtype, gather, randint, start_noise
+
+PREDICTIONS = ("res_noise", "res")
+
+
+def rddm_schedules(steps: int, noise_scale: float) -> tuple[Tensor, Tensor]:
+    """(abar, bbar) float64 (T,): abar increasing to 1, bbar increasing to sqrt(noise_scale), both > 0."""
+    i = torch.arange(1, steps + 1, dtype=torch.float64)
+    alphas = steps + 1 - i
+    beta2 = i
+    abar = torch.cumsum(alphas, 0) / alphas.sum()
+    bbar2 = torch.cumsum(beta2, 0) / beta2.sum() * noise_scale
+    return abar, bbar2.sqrt()
+
+
+class RDDM(Process):
+    """Residual denoising diffusion.
+
+    steps: T. noise_scale: bbar_T^2 (RDDM uses 0.01 for conditioned restoration, 1 for
+    generation). prediction: "res" (the default: C output channels like every other process) or
+    "res_noise" (the net outputs 2C channels, residual then noise; see ``output_multiplier``).
+    sample_steps: default sampling steps (None = T).
+    """
+
+    name = "rddm"
+    prediction = "x0"
+
+    def __init__(
+        self,
+        steps: int = 10,
+        noise_scale: float = 0.01,
+        prediction: str = "res",
+        sample_steps: int | None = None,
+    ) -> None:
+        if steps < 2:
+            raise ConfigError(f"process.steps must be >= 2, got {steps}")
+        if noise_scale <= 0:
+            raise ConfigError(f"process.noise_scale must be > 0, got {noise_scale}")
+        if prediction not in PREDICTIONS:
+            raise ConfigError(f"process.prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        self.steps = int(steps)
+        self.noise_scale = float(noise_scale)
+        self.prediction = prediction
+        #: network output channels = output_multiplier x latent channels
+        self.output_multiplier = 2 if prediction == "res_noise" else 1
+        steps_default = self.steps if sample_steps is None else sample_steps
+        self.default_steps = check_steps(steps_default, self.steps, "rddm")
+        #: float64 CPU tables indexed by t (t = 0 is step 1)
+        self.abar, self.bbar = rddm_schedules(self.steps, self.noise_scale)
+
+    @property
+    def t_range(self) -> tuple[float, float]:
+        return (0.0, float(self.steps - 1))
+
+    def sample_t(self, batch: int, device: torch.device, generator: torch.Generator | None = None) -> Tensor:
+        """Integers uniform on [0, T - 1], float32 (B,)."""
+        return randint(self.steps, batch, device=device, generator=generator)
+
+    def q_sample(self, z0: Tensor, zc: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        return z0 + gather(self.abar, t, z0) * (zc - z0) + gather(self.bbar, t, z0) * noise
+
+    def target(self, z0: Tensor, zc: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        res = zc - z0
+        return torch.cat([res, noise], dim=1) if self.prediction == "res_noise" else res
+
+    def loss_weight(self, t: Tensor) -> Tensor:
+        """Uniform (RDDM weights the residual and noise terms equally)."""
+        return torch.ones(t.shape, device=t.device, dtype=compute_dtype(t.dtype))
+
+    def time_input(self, t: Tensor, like: Tensor) -> Tensor:
+        """The network's time input ``t * 1000 / T``."""
+        return t.to(compute_dtype(like.dtype)) * (1000.0 / self.steps)
+
+    def denoise(self, net: Net, z_t: Tensor, t: Tensor, zc: Tensor) -> Tensor:
+        return net(z_t, self.time_input(t, z_t), zc)
+
+    def split(self, z_t: Tensor, out: Tensor, t: Tensor, zc: Tensor) -> tuple[Tensor, Tensor]:
+        """(res_hat, eps_hat) from the network output."""
+        abar, bbar = gather(self.abar, t, z_t), gather(self.bbar, t, z_t)
+        if self.prediction == "res_noise":
+            res_hat, eps_hat = out.chunk(2, dim=1)
+            return res_hat, eps_hat
+        # z_t = zc - res + abar res + bbar eps  =>  eps = (z_t - zc + (1 - abar) res) / bbar
+        return out, (z_t - zc + (1 - abar) * out) / bbar
+
+    def x0(self, z_t: Tensor, out: Tensor, t: Tensor, zc: Tensor) -> Tensor:
+        if self.prediction == "res":
+            return zc - out
+        res_hat, eps_hat = out.chunk(2, dim=1)
+        # RDDM's x0 from both halves: z0 = z_t - abar res - bbar eps
+        return z_t - gather(self.abar, t, z_t) * res_hat - gather(self.bbar, t, z_t) * eps_hat
+
+    def timesteps(self, steps: int) -> list[int]:
+        """Kept indices, descending: ``round(linspace(T - 1, 0, steps))`` (a single step keeps T - 1)."""
+        steps = check_steps(steps, self.steps, "rddm")
+        if steps == 1:
+            return [self.steps - 1]
+        grid = torch.linspace(self.steps - 1, 0, steps, dtype=torch.float64)
+        return [int(round(v)) for v in grid.tolist()]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        net: Net,
+        zc: Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        x0_hook: X0Hook | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        """Deterministic RDDM sampling from ``zc + bbar_T noise``. A hook replaces z0_hat; the residual
+        and noise are then recomputed from it (``res = zc - z0_hat``, ``eps = (z_t - z0_hat - abar res)
+        / bbar``)."""
+        timesteps = self.timesteps(self.default_steps if steps is None else steps)
+        noise = start_noise(zc, noise, generator)
+        z = zc + float(self.bbar[-1]) * noise
+        abar, bbar = self.abar.tolist(), self.bbar.tolist()
+        for i, t_now in enumerate(timesteps):
+            t = torch.full((z.shape[0],), float(t_now), device=z.device, dtype=compute_dtype(z.dtype))
+            out = self.denoise(net, z, t, zc)
+            x0_hat = self.x0(z, out, t, zc)
+            if x0_hook is not None:
+                x0_hat = x0_hook(x0_hat, t)
+            if i + 1 == len(timesteps):
+                return x0_hat
+            if x0_hook is None:
+                res_hat, eps_hat = self.split(z, out, t, zc)
+            else:
+                res_hat = zc - x0_hat
+                eps_hat = (z - x0_hat - abar[t_now] * res_hat) / bbar[t_now]
+            t_prev = timesteps[i + 1]
+            z = x0_hat + abar[t_prev] * res_hat + bbar[t_prev] * eps_hat
+        raise AssertionError("unreachable: timesteps is never empty")

@@ -1,0 +1,1 @@
+"""Training: the trainer, checkpoints, EMA, logging and the pre-flight loss audits."""
