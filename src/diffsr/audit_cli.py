@@ -47,7 +47,7 @@ def run_audit(source: str, overrides: list[str]) -> str:
     g = torch.Generator().manual_seed(1)
 
     def probe() -> dict[str, Tensor]:
-        out = model(batch["hr"], batch["lr_up"], generator=g)
+        out = model(batch["hr"], batch["lr_up"], generator=g, lr=batch["lr"])
         losses = stack.term_losses(
             z0_hat=out.z0_hat, t=out.t, decode=model.decoder_for(out.zc), hr=batch["hr"], z0=out.z0.z,
             mask=batch["mask"], paired=batch["paired"],

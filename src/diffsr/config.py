@@ -373,13 +373,32 @@ class ResShiftConfig(Strict):
     min_snr_gamma: float | None = Field(None, gt=0)
 
 
-ProcessConfig = Annotated[Union[FlowConfig, DDPMConfig, ResShiftConfig], Field(discriminator="name")]
+class RDDMConfig(Strict):
+    """Residual denoising diffusion (Liu et al. 2024): residual and noise on separate schedules."""
+
+    name: Literal["rddm"] = "rddm"
+    steps: int = Field(10, ge=2)
+    noise_scale: float = Field(0.01, gt=0)
+    prediction: Literal["res", "res_noise"] = "res"
+    sample_steps: int | None = Field(None, ge=1)
+
+
+class DirectConfig(Strict):
+    """No diffusion: one-pass regression (for the EDSR / RCAN / SwinIR baselines)."""
+
+    name: Literal["direct"] = "direct"
+    loss: Literal["l1", "l2"] = "l1"
+
+
+ProcessConfig = Annotated[
+    Union[FlowConfig, DDPMConfig, ResShiftConfig, RDDMConfig, DirectConfig], Field(discriminator="name")
+]
 
 
 class NetConfig(Strict):
-    """The conditional UNet denoiser."""
+    """The conditional UNet denoiser, or a feed-forward baseline (with process 'direct')."""
 
-    name: Literal["unet"] = "unet"
+    name: Literal["unet", "edsr", "rcan", "swinir"] = "unet"
     size: Literal["tiny", "small", "base"] = "tiny"
     width: int | None = Field(None, ge=8)  # overrides the size preset
     channel_mult: list[int] | None = None
@@ -451,6 +470,15 @@ class Config(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _baseline_needs_direct(self) -> Config:
+        baseline = self.net.name != "unet"
+        if baseline and (self.process.name != "direct" or self.codec.name != "pixel"):
+            raise ValueError(f"net '{self.net.name}' is a feed-forward baseline: use process 'direct' and codec 'pixel'")
+        if self.process.name == "direct" and not baseline:
+            raise ValueError("process 'direct' trains a feed-forward baseline: set net.name to edsr, rcan or swinir")
+        return self
 
     def to_yaml(self) -> str:
         """The full config as YAML (reloads to an equal Config)."""
@@ -615,7 +643,7 @@ def format_validation_error(err: ValidationError, where: str) -> str:
 
 _TAGS = {
     "constant", "linear", "ramp", "stages", "adaptive", "flow", "ddpm", "resshift", "l1", "l2",
-    "charbonnier", "ssim", "msssim", "lpips", "ffl", "edge", "flat", "latent_l1", "latent_l2",
+    "rddm", "direct", "charbonnier", "ssim", "msssim", "lpips", "ffl", "edge", "flat", "latent_l1", "latent_l2",
     "latent_perceptual", "gan", "feature",
 }
 

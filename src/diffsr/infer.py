@@ -64,11 +64,12 @@ def load_model(ckpt: str | Path, *, ema: bool = True, device: str | torch.device
 
 
 def _consistency_hook(loaded: LoadedModel, lr: Tensor) -> Callable[..., Tensor] | None:
-    cfg = loaded.config.sample
-    if cfg.consistency == "none":
-        return None
-    from diffsr.consistency import make_x0_hook
+    """The sampler's x0 hook for ``sample.consistency`` / ``sample.guidance`` (None when both are off)."""
+    from diffsr.consistency import consistency_active, make_x0_hook
 
+    cfg = loaded.config.sample
+    if not consistency_active(cfg):
+        return None
     return make_x0_hook(loaded.model, lr, loaded.scale, cfg, loaded.config.data.degradation.name)
 
 
@@ -110,21 +111,29 @@ def super_resolve(
     overlap = sample_cfg.overlap if overlap is None else overlap
     seed = sample_cfg.seed if seed is None else seed
     lr_up = upsample(lr, loaded.scale)
-    hook = _consistency_hook(loaded, lr)
+    tiled = bool(tile) and (lr_up.shape[-1] > tile or lr_up.shape[-2] > tile)  # type: ignore[operator]
+    # a tile has no LR measurement of its own: tiles are sampled without the hook and the
+    # stitched image is made consistent with the whole LR once
+    hook = None if tiled else _consistency_hook(loaded, lr)
 
     def run(x: Tensor) -> Tensor:
         gen = torch.Generator(device=device)
         gen.manual_seed(seed)
-        return model.sample(x, steps=steps, generator=gen, x0_hook=hook)
+        return model.sample(x, steps=steps, generator=gen, x0_hook=hook, lr=lr if model.is_baseline else None)
 
     with torch.no_grad():
-        if tile and (lr_up.shape[-1] > tile or lr_up.shape[-2] > tile):
-            from diffsr.data.tiling import tiled_apply
+        if not tiled:
+            return run(lr_up)
+        from diffsr.consistency import Consistency, consistency_active
+        from diffsr.data.tiling import tiled_apply
 
-            if hook is not None:
-                log.warning("data consistency is applied per tile")
-            return tiled_apply(run, lr_up, tile=tile, overlap=overlap, multiple=model.codec.downsample)
-        return run(lr_up)
+        stitched = tiled_apply(run, lr_up, tile=tile, overlap=overlap, multiple=model.codec.downsample)  # type: ignore[arg-type]
+        if not consistency_active(sample_cfg):
+            return stitched
+        fix = Consistency(lr, loaded.scale, sample_cfg.consistency, iters=sample_cfg.consistency_iters,
+                          guidance=sample_cfg.guidance, degradation=loaded.config.data.degradation.name)
+        log.info("tiled sampling: data consistency applied to the stitched image")
+        return fix(stitched).clamp(0, 1)
 
 
 def check_output_dir(out: Path, inputs: Iterable[Path]) -> None:
@@ -186,7 +195,7 @@ def sr_files(
             stack = torch.stack(draws)
             outs.append(stack.mean(0).cpu().numpy())
             if samples > 1:
-                stds.append(stack.std(0, unbiased=True).cpu().numpy())
+                stds.append(stack.std(0, correction=1).cpu().numpy())
             if progress:
                 progress(path.name, i + 1, n)
         sr = np.concatenate(outs, 0)
@@ -199,23 +208,17 @@ def sr_files(
 
 
 def write_std(path: Path, std_unit: np.ndarray, *, like: Any, intensity: Any, scale: int) -> Path:
-    """Write a standard-deviation map in the input's format and units (a spread, not a level)."""
+    """Write a per-pixel standard deviation map (N, C, H, W), in [0, 1] units, like the SR output.
+
+    A standard deviation scales with the intensity mapping's ``hi - lo`` but has no offset, so
+    the file holds ``std_unit * (hi - lo)`` in the input's units (grey levels for 8/16-bit
+    PNG/TIFF, the volume's units for NIfTI/DICOM), rounded to the on-disk dtype like the SR image.
+    """
     from diffsr.data.io import write
     from diffsr.data.normalize import Intensity
 
-    # a standard deviation scales with (hi - lo) but has no offset: write it with lo = 0
     spread = Intensity(policy=intensity.policy, lo=0.0, hi=float(intensity.hi - intensity.lo))
-    rng = float(intensity.hi - intensity.lo)
-    file_max = _format_max(like)
-    if file_max is not None and rng > 0:
-        # integer formats clip to their range: stretch so small spreads stay visible, and say so
-        std_unit = np.clip(std_unit, 0, 1)
     return write(path, std_unit, like=like, intensity=spread, scale=scale)
-
-
-def _format_max(record: Any) -> float | None:
-    dtype = str(record.meta.get("dtype", ""))
-    return {"uint8": 255.0, "uint16": 65535.0}.get(dtype)
 
 
 def _output_name(path: Path, record: Any) -> str:
@@ -247,21 +250,22 @@ def method_from_spec(
         return "bicubic", lambda lr, s: upsample(lr, s).clamp(0, 1)
     if ":" in spec and spec.split(":", 1)[0] in ("edsr", "rcan", "swinir"):
         kind, path = spec.split(":", 1)
+        p = Path(path)
+        if p.is_dir():  # a baseline trained by `diffsr train edsr ...`: a normal diffsr run
+            _, run = method_from_spec(path, scale, steps=1, device=device)
+            return kind, run
         from diffsr.nets.baselines import load_baseline
 
-        p = Path(path)
-        if p.is_dir():
-            from diffsr.train.checkpoint import resolve_checkpoint
-
-            p = resolve_checkpoint(p) / "model.safetensors"
-        net, _info = load_baseline(p)
+        net, info = load_baseline(p)  # a pretrained .pth / .safetensors file (weights_only)
+        if info.get("scale") not in (None, scale):
+            raise DiffsrError(f"{p}: a x{info['scale']} model, evaluation asks for x{scale}")
         net = net.eval()
 
         def run_baseline(lr: Tensor, s: int) -> Tensor:
             with torch.no_grad():
                 return net(lr).clamp(0, 1)
 
-        return f"{kind}", run_baseline
+        return kind, run_baseline
     loaded = load_model(spec, device=device)
     if loaded.scale != scale:
         raise DiffsrError(f"{spec}: the model was trained for x{loaded.scale}, evaluation asks for x{scale}")

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from diffsr.core.registry import Registry
 from diffsr.processes.base import Net, Process, X0Hook
 from diffsr.processes.ddpm import DDPM
+from diffsr.processes.direct import Direct
 from diffsr.processes.flow import RectifiedFlow
 from diffsr.processes.rddm import RDDM
 from diffsr.processes.resshift import ResShift
@@ -22,6 +23,7 @@ PROCESSES.register("flow")(RectifiedFlow)
 PROCESSES.register("ddpm")(DDPM)
 PROCESSES.register("resshift")(ResShift)
 PROCESSES.register("rddm")(RDDM)
+PROCESSES.register("direct")(Direct)
 
 
 class ProcessSpec(Protocol):

@@ -42,19 +42,41 @@ class SRModel(nn.Module):
         self.process = process
         self.channels = channels
 
-    # ------------------------------------------------------------------ training
-    def encode_pair(self, hr: Tensor, lr_up: Tensor) -> tuple[Latent, Latent]:
-        """(z0, zc): the HR target and the LR condition in the codec's space."""
-        return self.codec.encode(hr), self.codec.encode(lr_up)
+    @property
+    def is_baseline(self) -> bool:
+        """True for a feed-forward baseline (EDSR / RCAN / SwinIR) that maps LR to SR directly."""
+        return isinstance(self.net, BaselineDenoiser)
 
-    def forward(self, hr: Tensor, lr_up: Tensor, generator: torch.Generator | None = None) -> StepOutputs:
+    # ------------------------------------------------------------------ training
+    def encode_pair(self, hr: Tensor, lr_up: Tensor, lr: Tensor | None = None) -> tuple[Latent, Latent]:
+        """(z0, zc): the HR target and the LR condition in the codec's space.
+
+        A baseline also needs the LR image itself: it travels in ``zc.side["lr"]``.
+        """
+        zc = self.codec.encode(lr_up)
+        if self.is_baseline:
+            if lr is None:
+                raise ValueError("a baseline model needs the LR image (lr=...)")
+            zc = Latent(zc.z, {**zc.side, "lr": lr})
+        return self.codec.encode(hr), zc
+
+    def bind_net(self, zc: Latent) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+        """The network as the process calls it, ``(x, t_input, cond) -> out``."""
+        if self.is_baseline:
+            lr = zc.side["lr"]
+            return lambda x, t, cond: self.net(lr)
+        return self.net
+
+    def forward(
+        self, hr: Tensor, lr_up: Tensor, generator: torch.Generator | None = None, lr: Tensor | None = None
+    ) -> StepOutputs:
         """One training forward on a batch of HR / upsampled-LR images in [0, 1]."""
-        z0, zc = self.encode_pair(hr, lr_up)
+        z0, zc = self.encode_pair(hr, lr_up, lr)
         b = hr.shape[0]
         t = self.process.sample_t(b, hr.device, generator)
         noise = torch.randn(z0.z.shape, generator=generator, device=z0.z.device, dtype=z0.z.dtype)
         z_t = self.process.q_sample(z0.z, zc.z, t, noise)
-        out = self.process.denoise(self.net, z_t, t, zc.z)
+        out = self.process.denoise(self.bind_net(zc), z_t, t, zc.z)
         z0_hat = self.process.x0(z_t, out, t, zc.z)
         diffusion = self.process.loss(out, z0.z, zc.z, t, noise)
         return StepOutputs(z0, zc, t, noise, z_t, out, z0_hat, diffusion)
@@ -82,6 +104,7 @@ class SRModel(nn.Module):
         generator: torch.Generator | None = None,
         x0_hook: Callable[[Tensor, Tensor, Latent], Tensor] | None = None,
         noise: Tensor | None = None,
+        lr: Tensor | None = None,
     ) -> Tensor:
         """Super-resolve a batch of upsampled LR images (B, C, H, W) in [0, 1] -> SR in [0, 1].
 
@@ -89,6 +112,10 @@ class SRModel(nn.Module):
         ``x0_hook(z0_hat, t, zc)`` may project each clean estimate (data consistency).
         """
         h, w = lr_up.shape[-2:]
+        if self.is_baseline:  # feed-forward: LR -> SR in one pass, no padding needed
+            if lr is None:
+                raise ValueError("a baseline model samples from the LR image (lr=...)")
+            return self.net(lr)[..., :h, :w].clamp(0, 1)
         padded, _ = pad_to(lr_up, self.codec.downsample)
         zc = self.codec.encode(padded)
         hook: X0Hook | None = None
@@ -99,15 +126,38 @@ class SRModel(nn.Module):
         return sr[..., :h, :w].clamp(0, 1)
 
 
+class BaselineDenoiser(nn.Module):
+    """A feed-forward SR network (LR [0, 1] -> SR [0, 1]) seen through the pixel codec's [-1, 1] latent."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, lr: Tensor) -> Tensor:
+        return self.net(lr) * 2 - 1
+
+    @property
+    def out_conv(self) -> nn.Module | None:
+        """The last convolution (for adaptive loss weights)."""
+        convs = [m for m in self.net.modules() if isinstance(m, nn.Conv2d)]
+        return convs[-1] if convs else None
+
+
 def build_model(config: Config) -> SRModel:
     """Build codec, net and process from a Config."""
     from diffsr.codecs import build_codec
-    from diffsr.nets import build_net
+    from diffsr.nets import build_baseline, build_net
     from diffsr.processes import build_process
 
     channels = config.data.channels
+    if config.net.name != "unet":
+        net = BaselineDenoiser(
+            build_baseline(config.net.name, channels=channels, scale=config.data.scale, size=config.net.size)
+        )
+        return SRModel(build_codec(config.codec, channels), net, build_process(config.process), channels)
     codec = build_codec(config.codec, channels)
     latent = codec.latent_channels(channels)
-    net = build_net(config.net, in_channels=latent, cond_channels=latent, out_channels=latent)
     process = build_process(config.process)
+    out = latent * getattr(process, "output_multiplier", 1)
+    net = build_net(config.net, in_channels=latent, cond_channels=latent, out_channels=out)
     return SRModel(codec, net, process, channels)

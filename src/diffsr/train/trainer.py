@@ -248,7 +248,7 @@ class Trainer:
         gen = step_generator(cfg.train.seed, step, device)
         global_b = cfg.data.batch_size
         t_all = model.process.sample_t(global_b, device, gen)
-        z0, zc = model.encode_pair(batch["hr"], batch["lr_up"])
+        z0, zc = model.encode_pair(batch["hr"], batch["lr_up"], batch.get("lr"))
         shape = (global_b, *z0.z.shape[1:])
         noise_all = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
         lo = self.rank * self.local_batch
@@ -256,7 +256,7 @@ class Trainer:
         noise = noise_all[lo : lo + self.local_batch].to(z0.z.dtype)
         with self.accelerator.autocast():
             z_t = model.process.q_sample(z0.z, zc.z, t, noise)
-            out = model.process.denoise(model.net, z_t, t, zc.z)
+            out = model.process.denoise(model.bind_net(zc), z_t, t, zc.z)
             z0_hat = model.process.x0(z_t, out.float(), t, zc.z)
             diffusion = model.process.loss(out, z0.z, zc.z, t, noise)
         outputs = StepOutputs(z0, zc, t, noise, z_t, out, z0_hat, diffusion)
