@@ -475,7 +475,9 @@ class Config(Strict):
     def _baseline_needs_direct(self) -> Config:
         baseline = self.net.name != "unet"
         if baseline and (self.process.name != "direct" or self.codec.name != "pixel"):
-            raise ValueError(f"net '{self.net.name}' is a feed-forward baseline: use process 'direct' and codec 'pixel'")
+            raise ValueError(
+                f"net '{self.net.name}' is a feed-forward baseline: use process 'direct' and codec 'pixel'"
+            )
         if self.process.name == "direct" and not baseline:
             raise ValueError("process 'direct' trains a feed-forward baseline: set net.name to edsr, rcan or swinir")
         return self

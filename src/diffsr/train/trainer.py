@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from diffsr.config import Config
-from diffsr.core.errors import ConfigError, DiffsrError
+from diffsr.core.errors import CheckpointError, ConfigError, DiffsrError
 from diffsr.train.checkpoint import list_checkpoints, read_checkpoint, save_checkpoint
 from diffsr.train.ema import EMA
 from diffsr.train.model import SRModel, StepOutputs, build_model
@@ -43,6 +43,7 @@ class TrainResult:
     last_report: dict[str, Any] = field(default_factory=dict)
     skipped_steps: int = 0
     val: dict[str, float] = field(default_factory=dict)
+    nonfinite_terms: int = 0  # loss terms dropped for NaN/Inf (policy skip_term), summed over steps
 
 
 def trainable_state(model: SRModel) -> dict[str, Tensor]:
@@ -56,12 +57,24 @@ def trainable_state(model: SRModel) -> dict[str, Tensor]:
 
 
 def load_trainable_state(model: SRModel, state: dict[str, Tensor]) -> None:
-    """Load what ``trainable_state`` saved; anything else must already be in the model."""
+    """Load what ``trainable_state`` saved; anything else must already be in the model.
+
+    Wrong keys, wrong shapes and NaN/Inf weights are :class:`CheckpointError` (one line).
+    """
+    own = model.state_dict()
+    wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(
+            f"checkpoint does not match the model: '{k}' has shape {tuple(state[k].shape)}, "
+            f"the model expects {tuple(own[k].shape)} ({len(wrong)} mismatched tensor(s))"
+        )
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"checkpoint holds NaN/Inf weights in {bad[:3]} ({len(bad)} tensor(s))")
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("codec.") or model.codec.is_learned]
     if missing or unexpected:
-        from diffsr.core.errors import CheckpointError
-
         raise CheckpointError(
             f"checkpoint does not match the model: missing {missing[:3]}, unexpected {list(unexpected)[:3]}"
         )
@@ -171,6 +184,15 @@ class Trainer:
             precision = "bf16" if cuda else "no"
         self.accelerator = Accelerator(mixed_precision=precision, cpu=not cuda)
         acc = self.accelerator
+        kind = str(getattr(acc.distributed_type, "value", acc.distributed_type))
+        if kind in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+            # the model is never handed to accelerate.prepare (gradients are averaged in
+            # _sync_grads), so a sharding engine would silently do nothing or fail later
+            raise ConfigError(
+                f"accelerate distributed type {kind} is not supported: diffsr replicates the model and "
+                "averages gradients itself; launch plain multi-process (accelerate launch --multi_gpu or "
+                "torchrun) - see docs/distributed.md"
+            )
         self.world = acc.num_processes
         self.rank = acc.process_index
         if cfg.data.batch_size % self.world:
@@ -208,7 +230,10 @@ class Trainer:
         self.ema = EMA(self.raw_model, cfg.train.ema_decay) if cfg.train.ema_decay else None
         self.step = 0
         self.skipped = 0
+        self.nonfinite_terms = 0
         self.bad_streak = 0
+        if self.world > 1:
+            self._sync_term_optimizers()
         if self.resume:
             self._load_latest()
 
@@ -222,7 +247,15 @@ class Trainer:
         if self.ema is not None and ckpt["ema"] is not None:
             self.ema.load_state_dict({**self.ema.shadow.state_dict(), **ckpt["ema"]})
         state = ckpt["state"]
-        self.optimizer.load_state_dict(state["optimizer"])
+        need = ("step", "optimizer", "scheduler")
+        if not isinstance(state, dict) or any(k not in state for k in need):
+            raise CheckpointError(f"{found[-1]}/state.pt: not a diffsr training state (needs {', '.join(need)})")
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as err:  # torch's message for another model / config
+            raise CheckpointError(
+                f"{found[-1]}/state.pt: the optimiser state does not fit this model ({str(err).splitlines()[0]})"
+            ) from None
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("stack"):
             self.stack.load_state_dict(state["stack"], strict=False)
@@ -230,6 +263,7 @@ class Trainer:
             self.ema.updates = int(state.get("ema_updates", 0))
         self.step = int(state["step"])
         self.skipped = int(state.get("skipped", 0))
+        self.nonfinite_terms = int(state.get("nonfinite_terms", 0))
         log.info("resumed from %s at step %d", found[-1], self.step)
 
     # ------------------------------------------------------------------ one step
