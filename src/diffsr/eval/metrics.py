@@ -1,0 +1,322 @@
+"""Image-quality metrics with pinned conventions: PSNR, SSIM, LPIPS, MS-SSIM and sharpness.
+
+Every number diffsr reports is computed under a :class:`Conventions` record (data range,
+border crop, Y channel or single channel, optional quantisation, LPIPS backbone) that is
+written next to the numbers. The conventions follow the super-resolution literature
+(BasicSR / MATLAB): PSNR and SSIM on the BT.601 luma of RGB images, ``scale`` pixels cropped
+from each border, per-image values averaged over the test set. Unlike BasicSR's validation
+path the images stay float (no uint8 round trip) unless ``quantize_bits`` asks for one.
+
+All metrics return one value per image, shape ``(B,)``, in float64.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffsr.core.errors import ConfigError
+from diffsr.core.shapes import check_image
+
+if TYPE_CHECKING:
+    from diffsr.config import EvalConfig
+
+log = logging.getLogger(__name__)
+
+# BT.601 "studio swing" luma as in MATLAB rgb2ycbcr and BasicSR rgb2ycbcr(y_only=True):
+# Y = (65.481 R + 128.553 G + 24.966 B + 16) / 255 for R, G, B in [0, 1]; Y in [16/255, 235/255]
+Y_WEIGHTS = (65.481, 128.553, 24.966)
+Y_OFFSET = 16.0
+
+#: how to read each metric (written into metrics.json and the report)
+METRIC_INFO: dict[str, dict[str, str]] = {
+    "psnr": {"better": "higher", "unit": "dB"},
+    "ssim": {"better": "higher", "unit": ""},
+    "ms_ssim": {"better": "higher", "unit": ""},
+    "lpips": {"better": "lower", "unit": ""},
+    "sharpness": {"better": "closer to 1", "unit": "ratio"},
+}
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """How metrics are computed; printed in every report.
+
+    data_range: max - min of the images (1.0 for diffsr's [0, 1] images).
+    crop_border: pixels removed from each side before PSNR/SSIM/LPIPS/sharpness (= scale by
+        convention).
+    y_channel: RGB images are compared on BT.601 luma (MATLAB / BasicSR formula); images
+        with one channel always use that channel; other channel counts use all channels.
+    quantize_bits: None evaluates the float output; 8 rounds SR and HR to 8-bit levels
+        first (``round(x * 255) / 255``), as saving to PNG would.
+    clamp: clip SR to [0, data_range] before anything else (as writing an image would).
+    lpips_net: LPIPS backbone (alex | vgg); inputs mapped to [-1, 1], gray -> 3 channels.
+    sharpness_cutoff: the band of :func:`sharpness_ratio`, as a fraction of the HR Nyquist
+        frequency (0.5 / scale: half the LR Nyquist frequency).
+    precision: dtype the metrics are computed in.
+    """
+
+    data_range: float = 1.0
+    crop_border: int = 0
+    y_channel: bool = True
+    quantize_bits: int | None = None
+    clamp: bool = True
+    lpips_net: str = "alex"
+    lpips_weights: str | None = None
+    lpips_backbone_weights: str | None = None
+    sharpness_cutoff: float = 0.125
+    precision: str = "float64"
+
+    def __post_init__(self) -> None:
+        if self.data_range <= 0:
+            raise ConfigError(f"eval.data_range: must be > 0, got {self.data_range}")
+        if self.crop_border < 0:
+            raise ConfigError(f"eval.crop_border: must be >= 0, got {self.crop_border}")
+        if self.quantize_bits is not None and not 1 <= self.quantize_bits <= 16:
+            raise ConfigError(f"eval.quantize: bits must be in 1..16, got {self.quantize_bits}")
+        if not 0 < self.sharpness_cutoff < 2**0.5:
+            raise ConfigError(f"eval.sharpness_cutoff: must be in (0, 1.414), got {self.sharpness_cutoff}")
+
+    @classmethod
+    def from_config(cls, cfg: EvalConfig, scale: int, *, bits: int = 8) -> Conventions:
+        """Conventions from an ``EvalConfig`` for SR by ``scale``.
+
+        ``crop_border=None`` becomes ``scale``; ``quantize=True`` rounds to ``bits`` bits.
+        """
+        if scale < 1:
+            raise ConfigError(f"scale: must be >= 1, got {scale}")
+        return cls(
+            data_range=float(cfg.data_range),
+            crop_border=scale if cfg.crop_border is None else int(cfg.crop_border),
+            y_channel=bool(cfg.y_channel),
+            quantize_bits=bits if cfg.quantize else None,
+            lpips_net=cfg.lpips_net,
+            lpips_weights=cfg.lpips_weights,
+            sharpness_cutoff=0.5 / scale,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields plus the formulas behind them, for metrics.json and the report."""
+        out = asdict(self)
+        out["y_formula"] = "Y = (65.481 R + 128.553 G + 24.966 B + 16) / 255, RGB in [0, 1] (BT.601)"
+        out["ssim"] = "Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, mean over the valid interior"
+        out["lpips_input"] = "[-1, 1], RGB (gray replicated to 3 channels), no Y conversion"
+        out["sharpness"] = (
+            "sum |FFT(hann * (x - mean))|^2 at radial frequency > sharpness_cutoff * Nyquist, "
+            "SR over HR (1.0 = as sharp as HR)"
+        )
+        out["aggregation"] = "per-image metric, then mean over images"
+        return out
+
+
+# ----------------------------------------------------------------------------- preparation
+
+
+def rgb_to_y(x: Tensor) -> Tensor:
+    """BT.601 luma of RGB in [0, 1]: (B, 3, H, W) -> (B, 1, H, W) in [16/255, 235/255].
+
+    Same as MATLAB ``rgb2ycbcr`` and BasicSR ``rgb2ycbcr(img, y_only=True)`` on float input.
+    """
+    check_image(x, "x")
+    if x.shape[1] != 3:
+        raise ValueError(f"x: expected (B, 3, H, W) RGB, got {tuple(x.shape)}")
+    w = torch.tensor(Y_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return ((x * w).sum(dim=1, keepdim=True) + Y_OFFSET) / 255.0
+
+
+def crop_border(x: Tensor, border: int) -> Tensor:
+    """Remove ``border`` pixels from each side of (B, C, H, W)."""
+    if border == 0:
+        return x
+    h, w = x.shape[-2:]
+    if h <= 2 * border or w <= 2 * border:
+        raise ValueError(f"crop_border {border}: image {h}x{w} too small to crop")
+    return x[..., border : h - border, border : w - border]
+
+
+def quantize(x: Tensor, bits: int, *, data_range: float = 1.0) -> Tensor:
+    """Round to ``bits``-bit levels: ``round(x / r * (2^bits - 1)) / (2^bits - 1) * r``."""
+    levels = float(2**bits - 1)
+    return torch.round(x / data_range * levels) / levels * data_range
+
+
+def prepare(sr: Tensor, hr: Tensor, conv: Conventions, *, luma: bool = True) -> tuple[Tensor, Tensor]:
+    """Apply the conventions: clamp SR, quantise, crop the border, RGB -> Y.
+
+    Returns (sr, hr) in ``conv.precision``. ``luma=False`` skips the Y conversion (LPIPS).
+    """
+    check_image(sr, "sr")
+    check_image(hr, "hr")
+    if sr.shape != hr.shape:
+        raise ValueError(f"sr: expected the shape of hr {tuple(hr.shape)}, got {tuple(sr.shape)}")
+    dtype = getattr(torch, conv.precision)
+    sr, hr = sr.to(dtype), hr.to(dtype)
+    if conv.clamp:
+        sr = sr.clamp(0.0, conv.data_range)
+    if conv.quantize_bits is not None:
+        sr = quantize(sr.clamp(0.0, conv.data_range), conv.quantize_bits, data_range=conv.data_range)
+        hr = quantize(hr.clamp(0.0, conv.data_range), conv.quantize_bits, data_range=conv.data_range)
+    sr, hr = crop_border(sr, conv.crop_border), crop_border(hr, conv.crop_border)
+    if luma and conv.y_channel and sr.shape[1] == 3:
+        r = conv.data_range
+        sr, hr = rgb_to_y(sr / r) * r, rgb_to_y(hr / r) * r
+    return sr, hr
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def psnr(sr: Tensor, hr: Tensor, *, data_range: float) -> Tensor:
+    """Per-image PSNR in dB, (B,) float64: ``10 log10(data_range^2 / MSE)``, MSE over C, H, W.
+
+    Identical images give +inf (as skimage).
+    """
+    check_image(sr, "sr")
+    if sr.shape != hr.shape:
+        raise ValueError(f"sr: expected the shape of hr {tuple(hr.shape)}, got {tuple(sr.shape)}")
+    mse = (sr.double() - hr.double()).pow(2).mean(dim=(1, 2, 3))
+    return 10.0 * torch.log10(data_range**2 / mse)
+
+
+def ssim_metric(sr: Tensor, hr: Tensor, *, data_range: float) -> Tensor:
+    """Per-image SSIM, (B,) float64: Gaussian window 11, sigma 1.5 (skimage ``gaussian_weights``)."""
+    from diffsr.losses.ssim import ssim
+
+    return ssim(sr.double(), hr.double(), data_range=data_range, reduction="none").double()
+
+
+MS_SSIM_MIN_SIZE = 161  # 5 scales with window 11: 16 (11 - 1) + 1
+
+
+def ms_ssim_metric(sr: Tensor, hr: Tensor, *, data_range: float) -> Tensor:
+    """Per-image MS-SSIM, (B,) float64: 5 scales, weights of Wang et al. 2003, as pytorch_msssim."""
+    from diffsr.losses.ssim import ms_ssim
+
+    return ms_ssim(sr.double(), hr.double(), data_range=data_range, reduction="none").double()
+
+
+def high_frequency_energy(x: Tensor, *, cutoff: float) -> Tensor:
+    """Spectral energy above ``cutoff`` (fraction of Nyquist) per image, (B,) float64.
+
+    Each channel has its mean removed and is multiplied by a 2-D Hann window (so the image
+    border does not leak energy into every frequency); the energy is the sum of
+    ``|FFT|^2`` over frequencies with ``sqrt(fy^2 + fx^2) / 0.5 > cutoff`` (fy, fx in
+    cycles per pixel), summed over channels.
+    """
+    check_image(x, "x")
+    x = x.double()
+    h, w = x.shape[-2:]
+    x = x - x.mean(dim=(-2, -1), keepdim=True)
+    window_y = torch.hann_window(h, periodic=False, dtype=x.dtype, device=x.device)
+    window_x = torch.hann_window(w, periodic=False, dtype=x.dtype, device=x.device)
+    x = x * window_y[:, None] * window_x[None, :]
+    power = torch.fft.fft2(x).abs().pow(2)
+    fy = torch.fft.fftfreq(h, dtype=x.dtype, device=x.device)[:, None]
+    fx = torch.fft.fftfreq(w, dtype=x.dtype, device=x.device)[None, :]
+    band = (torch.sqrt(fy**2 + fx**2) / 0.5) > cutoff
+    return (power * band).sum(dim=(1, 2, 3))
+
+
+def sharpness_ratio(sr: Tensor, hr: Tensor, *, cutoff: float = 0.125) -> Tensor:
+    """High-frequency energy of SR over that of HR, (B,) float64 (see docs/evaluation.md).
+
+    1.0: as much fine detail as the truth; < 1 blurrier (bicubic x4 with the default cutoff
+    0.5 / scale: about 0.25-0.5); > 1 noisier or over-sharpened. NaN where HR has no energy
+    in the band.
+    """
+    if sr.shape != hr.shape:
+        raise ValueError(f"sr: expected the shape of hr {tuple(hr.shape)}, got {tuple(sr.shape)}")
+    e_sr = high_frequency_energy(sr, cutoff=cutoff)
+    e_hr = high_frequency_energy(hr, cutoff=cutoff)
+    return torch.where(e_hr > 0, e_sr / e_hr.clamp_min(torch.finfo(e_hr.dtype).tiny), float("nan"))
+
+
+class MetricSuite:
+    """Every metric for a batch of SR/HR pairs under one set of conventions.
+
+    ``suite(sr, hr)`` returns ``{metric: np.ndarray (B,)}`` with the metrics in
+    :attr:`names`. LPIPS is skipped (with a message in :attr:`notes`) when its weights cannot
+    be found; MS-SSIM (optional, ``ms_ssim=True``) needs a cropped short side of at least 161
+    pixels (five scales), else it is NaN for that image, with a note.
+    """
+
+    def __init__(self, conv: Conventions, *, lpips: bool = True, ms_ssim: bool = False) -> None:
+        self.conv = conv
+        self.notes: list[str] = []
+        self._lpips: torch.nn.Module | None = None
+        self._ms_ssim = ms_ssim
+        if lpips:
+            self._lpips = self._build_lpips()
+
+    def _build_lpips(self) -> torch.nn.Module | None:
+        from diffsr.losses.perceptual import LPIPSLoss
+
+        try:
+            model = LPIPSLoss(
+                net=self.conv.lpips_net,
+                weights=self.conv.lpips_weights,
+                backbone_weights=self.conv.lpips_backbone_weights,
+            )
+        except ConfigError as err:
+            message = f"LPIPS skipped: {err}"
+            log.warning(message)
+            self.notes.append(message)
+            return None
+        return model.eval().requires_grad_(False)
+
+    @property
+    def names(self) -> list[str]:
+        """The metric keys produced, in report order."""
+        names = ["psnr", "ssim"]
+        if self._ms_ssim:
+            names.append("ms_ssim")
+        if self._lpips is not None:
+            names.append("lpips")
+        return [*names, "sharpness"]
+
+    def _note(self, message: str) -> None:
+        if message not in self.notes:
+            log.warning(message)
+            self.notes.append(message)
+
+    @torch.no_grad()
+    def __call__(self, sr: Tensor, hr: Tensor) -> dict[str, np.ndarray]:
+        """Per-image metrics of (B, C, H, W) SR against HR."""
+        conv = self.conv
+        sr_y, hr_y = prepare(sr.detach().cpu(), hr.detach().cpu(), conv)
+        out: dict[str, Tensor] = {
+            "psnr": psnr(sr_y, hr_y, data_range=conv.data_range),
+            "ssim": ssim_metric(sr_y, hr_y, data_range=conv.data_range),
+        }
+        if self._ms_ssim:
+            out["ms_ssim"] = self._ms_ssim_values(sr_y, hr_y)
+        if self._lpips is not None:
+            out["lpips"] = self._lpips_values(sr, hr)
+        out["sharpness"] = sharpness_ratio(sr_y, hr_y, cutoff=conv.sharpness_cutoff)
+        return {name: out[name].double().cpu().numpy() for name in self.names}
+
+    def _ms_ssim_values(self, sr_y: Tensor, hr_y: Tensor) -> Tensor:
+        if min(sr_y.shape[-2:]) < MS_SSIM_MIN_SIZE:
+            # fewer scales would be a different metric: skip rather than mix
+            self._note(
+                f"MS-SSIM skipped on images whose cropped short side is < {MS_SSIM_MIN_SIZE} px (5 scales, window 11)"
+            )
+            return torch.full((sr_y.shape[0],), float("nan"), dtype=torch.float64)
+        return ms_ssim_metric(sr_y, hr_y, data_range=self.conv.data_range)
+
+    def _lpips_values(self, sr: Tensor, hr: Tensor) -> Tensor:
+        assert self._lpips is not None
+        sr_c, hr_c = prepare(sr.detach().cpu(), hr.detach().cpu(), self.conv, luma=False)
+        # LPIPSLoss takes [0, 1] images and maps them to [-1, 1] itself
+        sr_c, hr_c = (sr_c / self.conv.data_range).float(), (hr_c / self.conv.data_range).float()
+        if sr_c.shape[1] == 1:
+            sr_c, hr_c = sr_c.expand(-1, 3, -1, -1), hr_c.expand(-1, 3, -1, -1)
+        param = next(self._lpips.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        values = self._lpips(sr_c.to(device), hr_c.to(device))
+        return values.reshape(sr.shape[0]).double().cpu()
