@@ -1,0 +1,231 @@
+"""PatchGAN adversarial term: discriminator, losses, lazy R1 and the generator-side module.
+
+The discriminator is the pix2pix N-layer PatchGAN (4x4 convolutions, stride 2 for the first
+``layers`` convolutions, LeakyReLU 0.2, no sigmoid: it outputs logits per patch). Normalisation
+is GroupNorm instead of pix2pix's BatchNorm: per sample, identical in train and eval mode, and
+safe under R1's double backward; a generator pass never touches running statistics. The
+receptive field is 70 x 70 pixels for ``layers=3`` (34 for 2, 142 for 4).
+
+Losses take logits (B, 1, h, w) and return per-sample values (B,), averaged over patches:
+
+- hinge: D: relu(1 - D(real)) + relu(1 + D(fake)); G: -D(fake)
+- non-saturating: D: softplus(-D(real)) + softplus(D(fake)); G: softplus(-D(fake))
+- R1: gamma / 2 * ||grad_x D(x)||^2 on real images, D(x) the per-sample mean patch logit; lazy:
+  every ``r1_interval`` steps, multiplied by the interval (StyleGAN2).
+
+:class:`GANLoss` owns the discriminator *and its optimizer* (AdamW): the generator-side
+``forward`` returns the per-sample generator loss without leaving gradients in D (a functional
+call on detached D parameters), and :meth:`GANLoss.discriminator_step` trains D on detached
+fakes. Its ``state_dict`` carries the optimizer state and step (``_extra_state``), so a
+checkpoint resumes exactly; load it after moving the module to its device.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from diffsr.core.errors import ConfigError
+from diffsr.core.shapes import check_image, check_mask
+
+__all__ = [
+    "GANLoss",
+    "NLayerDiscriminator",
+    "hinge_d_loss",
+    "hinge_g_loss",
+    "nonsaturating_d_loss",
+    "nonsaturating_g_loss",
+    "patch_mean",
+    "r1_penalty",
+]
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(32, channels // 4) or 1, channels)
+
+
+class NLayerDiscriminator(nn.Module):
+    """pix2pix PatchGAN: (B, in_channels, H, W) -> patch logits (B, 1, h, w).
+
+    width: channels of the first layer (doubled per layer up to 8x). layers: number of stride-2
+    convolutions (3: 70 x 70 receptive field). For 64 x 64 inputs and layers=3 the output is 6 x 6.
+    """
+
+    def __init__(self, in_channels: int, width: int = 64, layers: int = 3) -> None:
+        super().__init__()
+        if layers < 1:
+            raise ConfigError(f"discriminator layers must be >= 1, got {layers}")
+        blocks: list[nn.Module] = [
+            nn.Conv2d(in_channels, width, kernel_size=4, stride=2, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        mult = 1
+        for n in range(1, layers + 1):
+            prev, mult = mult, min(2**n, 8)
+            stride = 2 if n < layers else 1
+            blocks += [
+                nn.Conv2d(width * prev, width * mult, kernel_size=4, stride=stride, padding=1, bias=False),
+                _group_norm(width * mult),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+        blocks.append(nn.Conv2d(width * mult, 1, kernel_size=4, stride=1, padding=1))
+        self.model = nn.Sequential(*blocks)
+        self.in_channels, self.layers = in_channels, layers
+
+    @staticmethod
+    def receptive_field(layers: int) -> int:
+        """Receptive field (pixels) of one output logit: 1 + 3 * (2^(layers+1) - 1 + 2^layers)."""
+        # kernels 4: stride-2 layers contribute 3 * 2^i, the two stride-1 layers 3 * 2^layers each
+        return 1 + 3 * (sum(2**i for i in range(layers)) + 2 * 2**layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+def patch_mean(logits: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Per-sample mean (B,) of a patch map (B, 1, h, w); ``mask`` (B, 1, H, W) area-resized as weights."""
+    if mask is None:
+        return logits.mean(dim=(1, 2, 3))
+    weight = F.interpolate(mask.to(logits.dtype), size=logits.shape[-2:], mode="area")
+    den = weight.sum(dim=(1, 2, 3))
+    return (logits * weight).sum(dim=(1, 2, 3)) / den.clamp_min(torch.finfo(den.dtype).tiny)
+
+
+def hinge_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Per-sample hinge discriminator loss (B,): mean relu(1 - real) + mean relu(1 + fake)."""
+    return patch_mean(F.relu(1 - real_logits)) + patch_mean(F.relu(1 + fake_logits))
+
+
+def hinge_g_loss(fake_logits: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Per-sample hinge generator loss (B,): -mean D(fake)."""
+    return -patch_mean(fake_logits, mask)
+
+
+def nonsaturating_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Per-sample non-saturating discriminator loss (B,): mean softplus(-real) + mean softplus(fake)."""
+    return patch_mean(F.softplus(-real_logits)) + patch_mean(F.softplus(fake_logits))
+
+
+def nonsaturating_g_loss(fake_logits: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Per-sample non-saturating generator loss (B,): mean softplus(-D(fake)) = -log sigmoid(D(fake))."""
+    return patch_mean(F.softplus(-fake_logits), mask)
+
+
+def r1_penalty(d_out_real: Tensor, real: Tensor, gamma: float = 10.0) -> Tensor:
+    """Per-sample R1 (B,): gamma / 2 * ||d D(real) / d real||^2, differentiable (create_graph).
+
+    D(real) is the per-sample score: the mean of the patch logits ``d_out_real`` (B, ...), as in
+    the losses, so the penalty does not grow with the number of patches. ``real`` must require
+    grad and ``d_out_real`` be computed from it.
+    """
+    score = d_out_real.reshape(d_out_real.shape[0], -1).mean(dim=1)
+    (grad,) = torch.autograd.grad(score.sum(), real, create_graph=True)
+    return 0.5 * gamma * grad.square().flatten(1).sum(dim=1)
+
+
+_D_LOSSES = {"hinge": hinge_d_loss, "nonsaturating": nonsaturating_d_loss}
+_G_LOSSES = {"hinge": hinge_g_loss, "nonsaturating": nonsaturating_g_loss}
+
+
+class GANLoss(nn.Module):
+    """Generator-side PatchGAN term (B,) that also trains its own discriminator.
+
+    forward(pred, target, mask=None): the generator loss of ``pred`` (``target`` is unused: the
+    real images enter through :meth:`discriminator_step`); zero, but still connected to ``pred``,
+    while step < warmup (call :meth:`set_step` each step). D parameters get no gradient from it.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        loss: Literal["hinge", "nonsaturating"] = "hinge",
+        layers: int = 3,
+        width: int = 64,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.5, 0.9),
+        r1_gamma: float = 10.0,
+        r1_interval: int = 16,
+        warmup: int = 0,
+    ) -> None:
+        super().__init__()
+        if loss not in _D_LOSSES:
+            raise ConfigError(f"gan loss must be 'hinge' or 'nonsaturating', got {loss!r}")
+        if r1_interval < 1:
+            raise ConfigError(f"gan r1_interval must be >= 1, got {r1_interval}")
+        self.loss, self.r1_gamma, self.r1_interval, self.warmup = loss, r1_gamma, r1_interval, warmup
+        self.discriminator = NLayerDiscriminator(channels, width=width, layers=layers)
+        self.optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=lr, betas=betas)
+        self.step = 0
+
+    def set_step(self, step: int) -> None:
+        """The current training step (drives the warm-up)."""
+        self.step = int(step)
+
+    @property
+    def active(self) -> bool:
+        """True once the generator term acts (step >= warmup)."""
+        return self.step >= self.warmup
+
+    def forward(self, pred: Tensor, target: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        check_image(pred, "pred")
+        check_mask(mask, pred)
+        if not self.active:
+            # zero but connected to pred (a term that is off still shows in the graph and audit)
+            return pred.sum(dim=(1, 2, 3)).mul(0.0).nan_to_num(0.0, posinf=0.0, neginf=0.0)
+        # D's parameters enter as detached tensors: gradients reach pred only, never D
+        params = {name: p.detach() for name, p in self.discriminator.named_parameters()}
+        logits = functional_call(self.discriminator, params, (pred,))
+        return _G_LOSSES[self.loss](logits, mask)
+
+    def discriminator_step(
+        self, real: Tensor, fake: Tensor, step: int | None = None, mask: Tensor | None = None
+    ) -> dict[str, float]:
+        """One AdamW step of D on ``real`` vs detached ``fake``; lazy R1 every ``r1_interval`` steps.
+
+        Returns {"d_loss", "d_real", "d_fake", "r1"} (mean logits; r1 is 0.0 on steps without it).
+        ``mask`` is accepted for symmetry; padding is part of both images, so it is not needed.
+        """
+        del mask
+        if step is not None:
+            self.set_step(step)
+        self.discriminator.train()
+        real = real.detach()
+        fake = fake.detach()
+        with torch.enable_grad():
+            do_r1 = self.r1_gamma > 0 and self.step % self.r1_interval == 0
+            if do_r1:
+                real.requires_grad_(True)
+            real_logits = self.discriminator(real)
+            fake_logits = self.discriminator(fake)
+            d_loss = _D_LOSSES[self.loss](real_logits, fake_logits).mean()
+            total = d_loss
+            r1 = torch.zeros((), device=real.device)
+            if do_r1:
+                r1 = r1_penalty(real_logits, real, self.r1_gamma).mean()
+                total = total + self.r1_interval * r1
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            self.optimizer.step()
+        return {
+            "d_loss": float(d_loss.detach()),
+            "d_real": float(real_logits.detach().mean()),
+            "d_fake": float(fake_logits.detach().mean()),
+            "r1": float(r1.detach()),
+        }
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "step": self.step}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+
+    def extra_repr(self) -> str:
+        return (
+            f"loss={self.loss!r}, r1_gamma={self.r1_gamma}, r1_interval={self.r1_interval}, "
+            f"warmup={self.warmup}"
+        )
