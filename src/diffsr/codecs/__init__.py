@@ -29,9 +29,7 @@ def build_codec(cfg: CodecConfig, channels: int) -> Codec:
     if cfg.name == "pixel":
         return CODECS.build("pixel", channels=channels)
     if cfg.name == "wavelet":
-        return CODECS.build(
-            "wavelet", wavelet=cfg.wavelet, levels=cfg.levels, layout=cfg.layout, channels=channels
-        )
+        return CODECS.build("wavelet", wavelet=cfg.wavelet, levels=cfg.levels, layout=cfg.layout, channels=channels)
     return CODECS.build(cfg.name, path=cfg.path, channels=channels)
 
 

@@ -47,9 +47,7 @@ class VAECodec(Codec):
         try:
             vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True)
         except OSError as err:  # diffusers reports a missing weights file as OSError
-            raise ConfigError(
-                f"codec.path: cannot load a VAE from '{path}': {err}".replace("\n", " ")
-            ) from err
+            raise ConfigError(f"codec.path: cannot load a VAE from '{path}': {err}".replace("\n", " ")) from err
         vae.requires_grad_(False)
         vae.eval()
         self.vae = vae
