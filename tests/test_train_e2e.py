@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -87,10 +88,19 @@ def test_exact_resume_with_stages_and_gan(tmp_path: Path) -> None:
     straight = load_config("demo", [*common, "train.steps=6"])
     Trainer(straight, tmp_path / "a", progress=False).fit()
     first = load_config("demo", [*common, "train.steps=6"])
-    # stop after 3 steps (as a crash would), then resume to 6
-    trainer = Trainer(first, tmp_path / "b", progress=False)
-    trainer.config = load_config("demo", [*common, "train.steps=3"])
-    trainer.fit()
+
+    class Crash(Exception):
+        pass
+
+    class CrashAt3(Trainer):
+        def train_step(self, step: int):  # type: ignore[no-untyped-def]
+            if step == 3:  # dies right after the step-3 checkpoint, as a killed job would
+                raise Crash
+            return super().train_step(step)
+
+    with pytest.raises(Crash):
+        CrashAt3(first, tmp_path / "b", progress=False).fit()
+    assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["step_0000003"]
     Trainer(first, tmp_path / "b", resume=True, progress=False).fit()
     a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
     assert a["state"]["step"] == b["state"]["step"] == 6
