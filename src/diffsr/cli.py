@@ -68,7 +68,7 @@ def train(
     cpu: Annotated[bool, typer.Option(help="Force CPU even when CUDA is available.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Train a model (one GPU, several with 'accelerate launch', or CPU)."""
+    """Train a model on CPU, one GPU, or several processes (accelerate launch / torchrun)."""
     _setup_logging(verbose)
     from diffsr.config import load_config
     from diffsr.train.trainer import Trainer
@@ -78,6 +78,8 @@ def train(
     if not resume and _has_checkpoints(run_dir):
         raise DiffsrError(f"{run_dir}: already holds checkpoints; pass --resume or choose another --out")
     result = Trainer(cfg, run_dir, resume=resume, progress=progress, cpu=cpu or None).fit()
+    if result.checkpoint is None:  # not the main process of a multi-process run: it wrote nothing
+        return
     console.print(
         f"trained {result.step} steps in {result.seconds:.0f} s ({result.steps_per_second:.2f} it/s); "
         f"checkpoint: {result.checkpoint}"
@@ -122,7 +124,8 @@ def sr(
         loaded.config.sample.consistency = consistency  # type: ignore[assignment]
     from rich.progress import Progress
 
-    with Progress(console=err_console, transient=True) as bar:
+    # a progress bar only on a terminal: piped stderr stays clean (an error is then its one line)
+    with Progress(console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
         task = bar.add_task("sr", total=None)
 
         def report(name: str, i: int, n: int) -> None:
@@ -183,6 +186,9 @@ def audit(
     """Check a config before training: decoders, gates, schedules, gradient reachability."""
     from diffsr.audit_cli import run_audit
 
+    # the audit reports a term that never switches on as its error: not also as a warning
+    logging.getLogger("diffsr.losses.build").setLevel(logging.ERROR)
+
     console.print(run_audit(config, set_ or []))
 
 
@@ -195,7 +201,7 @@ def presets() -> None:
 
     for name in preset_names():
         desc = (yaml.safe_load(preset_text(name)) or {}).get("description", "")
-        console.print(f"[bold]{name:<24}[/] {escape(desc.splitlines()[0] if desc else '')}")
+        console.print(f"[bold]{name:<24}[/] {escape(desc.splitlines()[0] if desc else '')}", soft_wrap=True)
 
 
 @app.command("config")
@@ -209,12 +215,21 @@ def config_cmd(
     sys.stdout.write(load_config(name, set_).to_yaml())
 
 
+#: file readers that log their own complaints about a malformed file, which diffsr turns into
+#: its one-line error; their messages show with --verbose
+_READER_LOGGERS = ("tifffile", "nibabel", "pydicom", "PIL")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; user errors -> one line and exit code 2."""
     import click
 
+    args = sys.argv[1:] if argv is None else argv
+    if not {"-v", "--verbose"} & set(args):
+        for name in _READER_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
-        app(args=argv, prog_name="diffsr", standalone_mode=False)
+        app(args=args, prog_name="diffsr", standalone_mode=False)
     except DiffsrError as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", soft_wrap=True)
         raise SystemExit(2) from None

@@ -52,6 +52,9 @@ _SUFFIX_FORMAT = {
     ".dicom": "dicom",
 }
 _FORMAT_SUFFIX = {"png": ".png", "tiff": ".tif", "npy": ".npy", "nifti": ".nii.gz", "dicom": ""}
+#: the most values (pixels x channels x slices) a file may claim; checked from its header,
+#: before anything is allocated, so a forged header cannot exhaust memory (2**30 = 4 GiB float32)
+MAX_ELEMENTS = 2**30
 
 
 @dataclass
@@ -147,6 +150,16 @@ def format_of(path: str | Path) -> str | None:
     return fmt
 
 
+def _check_size(path: Path, shape: tuple[int, ...]) -> None:
+    """Refuse a header claiming more than :data:`MAX_ELEMENTS` values (before allocating)."""
+    count = 1
+    for s in shape:
+        count *= max(int(s), 0)
+    if count > MAX_ELEMENTS:
+        dims = "x".join(str(int(s)) for s in shape)
+        raise _fail(path, f"image too large: the header claims {dims} = {count} values (limit {MAX_ELEMENTS})")
+
+
 def _check_dtype(path: Path, dtype: np.dtype) -> None:
     if dtype.kind not in "uif" or dtype.itemsize > 8:
         raise _fail(path, f"unsupported data type {dtype} (use integer or float images)")
@@ -191,11 +204,16 @@ _PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
 
 
 def _png_header(path: Path) -> tuple[int, int] | None:
-    """(bit depth, colour type) from the IHDR chunk, or None when this is not a PNG."""
+    """(bit depth, colour type) from the IHDR chunk, or None when this is not a PNG.
+
+    Raises DataError when the header claims more than :data:`MAX_ELEMENTS` values.
+    """
     with open(path, "rb") as fh:
         head = fh.read(33)
     if len(head) < 33 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
         return None
+    w, h = struct.unpack(">II", head[16:24])
+    _check_size(path, (h, w, _PNG_CHANNELS.get(head[25], 1)))
     return head[24], head[25]
 
 
@@ -308,6 +326,8 @@ def _read_png(path: Path) -> Record:
                 elif mode == "1":
                     im = im.convert("L")
                 arr = np.asarray(im)
+        except Image.DecompressionBombError as err:
+            raise _fail(path, f"image too large ({_one_line(err)})") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, zlib.error) as err:
             raise _fail(path, f"unreadable or truncated PNG ({_one_line(err)})") from None
         meta["mode"] = mode
@@ -327,6 +347,9 @@ def _read_tiff(path: Path, nan_policy: NanPolicy) -> Record:
     import tifffile
 
     try:
+        with tifffile.TiffFile(path) as tif:
+            if tif.series:
+                _check_size(path, tuple(tif.series[0].shape))
         arr = tifffile.imread(path)
     except (tifffile.TiffFileError, OSError, EOFError, ValueError, IndexError, struct.error) as err:
         raise _fail(path, f"unreadable TIFF ({type(err).__name__}: {_one_line(err)})") from None
@@ -362,8 +385,29 @@ def _read_tiff(path: Path, nan_policy: NanPolicy) -> Record:
 # ----------------------------------------------------------------------------- NPY
 
 
+def _check_npy_header(path: Path) -> None:
+    """Refuse a .npy whose header claims too many values or more bytes than the file holds."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            offset = fh.tell()
+    except (ValueError, OSError, EOFError, SyntaxError) as err:
+        raise _fail(path, f"unsupported or unreadable .npy ({_one_line(err)})") from None
+    _check_size(path, tuple(shape))
+    if not dtype.hasobject:
+        need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        have = path.stat().st_size - offset
+        if have < need:
+            raise _fail(path, f"truncated .npy: the header claims {need} bytes of data, the file holds {have}")
+
+
 def _read_npy(path: Path, nan_policy: NanPolicy) -> Record:
     """(H, W); (C, H, W) if C in {1, 3}; (H, W, C) if C in {3, 4}; else (N, H, W); (N, C, H, W)."""
+    _check_npy_header(path)
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as err:
@@ -465,6 +509,9 @@ def _read_dicom(path: Path) -> Record:
 
     slices, rescale, stored_dtypes = [], [], []
     for f, ds in zip(files, headers, strict=True):
+        frames_claimed = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        _check_size(f, (frames_claimed, int(getattr(ds, "Rows", 0)), int(getattr(ds, "Columns", 0)),
+                        int(getattr(ds, "SamplesPerPixel", 1) or 1)))
         try:
             pixels = ds.pixel_array
         except (NotImplementedError, ValueError, RuntimeError, AttributeError, KeyError) as err:
@@ -538,6 +585,7 @@ def _read_nifti(path: Path, volume_index: int, slice_axis: int, nan_policy: NanP
         shape = tuple(int(s) for s in img.shape)
     except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as err:
         raise _fail(path, f"unreadable NIfTI ({_one_line(err)})") from None
+    _check_size(path, shape[:3])  # one volume is read at a time
     disk = np.dtype(img.get_data_dtype())
     _check_dtype(path, disk)
     if len(shape) == 2:  # a single 2-D image: one slice whatever slice_axis says

@@ -9,7 +9,10 @@ A checkpoint is a folder ``<run>/checkpoints/step_XXXXXXX/`` holding
 
 The folder is written under a temporary name (``.tmp-step_...``) and renamed when complete,
 so a process killed at any moment leaves either no checkpoint or a complete one; temporary
-folders are never taken for checkpoints and are cleaned up on the next save.
+folders are never taken for checkpoints and are cleaned up on the next save. Re-saving a step
+that exists moves the old folder to ``.old-step_...`` for the instant between two renames; a
+kill in that instant leaves the complete ``.old-`` folder, which is listed (and restored on
+the next save) as long as its ``step_...`` folder is missing.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from torch import Tensor
 from diffsr.core.errors import CheckpointError
 
 STEP_DIR = re.compile(r"^step_(\d{7,})$")
+OLD_DIR = re.compile(r"^\.old-step_(\d{7,})$")  # a step folder being replaced (see save_checkpoint)
 FILES = ("model.safetensors", "state.pt", "config.yaml", "meta.json")
 
 
@@ -131,8 +135,16 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and STEP_DIR.match(p.name) and _complete(p)]
-    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))  # type: ignore[union-attr]
+    found: dict[int, Path] = {}
+    for p in root.iterdir():
+        match = STEP_DIR.match(p.name)
+        if match and p.is_dir() and _complete(p):
+            found[int(match.group(1))] = p
+    for p in root.iterdir():  # killed between the two renames of a re-save: the old copy counts
+        match = OLD_DIR.match(p.name)
+        if match and int(match.group(1)) not in found and p.is_dir() and _complete(p):
+            found[int(match.group(1))] = p
+    return [found[k] for k in sorted(found)]
 
 
 def _complete(path: Path) -> bool:
@@ -140,12 +152,28 @@ def _complete(path: Path) -> bool:
 
 
 def prune(root: Path, keep_last: int) -> None:
-    """Delete all but the newest ``keep_last`` checkpoints and any stale temporary folders."""
-    for stale in root.glob(".tmp-step_*"):
+    """Delete all but the newest ``keep_last`` checkpoints and any stale temporary folders.
+
+    A checkpoint is renamed out of the ``step_*`` namespace before it is deleted, so a kill in
+    the middle of a deletion never leaves a half-deleted folder that still looks complete.
+    """
+    for stale in [*root.glob(".tmp-step_*"), *root.glob(".del-step_*")]:
         shutil.rmtree(stale, ignore_errors=True)
+    for old in root.glob(".old-step_*"):
+        final = root / old.name[len(".old-") :]
+        if final.is_dir() and _complete(final):
+            shutil.rmtree(old, ignore_errors=True)
+        elif _complete(old):
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(old, final)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
     done = list_checkpoints(root.parent)
     for old in done[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+        trash = root / f".del-{old.name.removeprefix('.old-')}"
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(old, trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
@@ -177,9 +205,14 @@ def read_checkpoint(path: str | os.PathLike[str], *, ema: bool = True) -> dict[s
     ema_file = ckpt / "ema.safetensors"
     out["ema"] = load_safetensors(ema_file) if ema and ema_file.is_file() else None
     out["state"] = safe_torch_load(ckpt / "state.pt")
-    out["config_yaml"] = (ckpt / "config.yaml").read_text()
+    try:
+        out["config_yaml"] = (ckpt / "config.yaml").read_text()
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{ckpt / 'config.yaml'}: not a text file") from None
     try:
         out["meta"] = json.loads((ckpt / "meta.json").read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(f"{ckpt / 'meta.json'}: not valid JSON") from None
+    if not isinstance(out["meta"], dict):
+        raise CheckpointError(f"{ckpt / 'meta.json'}: expected a JSON object, got {type(out['meta']).__name__}")
     return out

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from diffsr.config import Config
 from diffsr.core.errors import CheckpointError, ConfigError, DiffsrError
+from diffsr.losses.stack import NonFiniteError
 from diffsr.train.checkpoint import list_checkpoints, read_checkpoint, save_checkpoint
 from diffsr.train.ema import EMA
 from diffsr.train.model import SRModel, StepOutputs, build_model
@@ -92,6 +93,22 @@ def stack_state(stack: torch.nn.Module) -> dict[str, Any]:
         if params and not any(p.requires_grad for p in params):
             frozen.append(f"term_modules.{name}.")
     return {k: v for k, v in stack.state_dict().items() if not any(k.startswith(f) for f in frozen)}
+
+
+def term_optimizers(stack: torch.nn.Module) -> list[torch.optim.Optimizer]:
+    """The optimisers held by the loss stack's modules (e.g. a GAN term's discriminator optimiser).
+
+    Found as attributes of any submodule (directly, or inside a list, tuple or dict attribute).
+    """
+    found: list[torch.optim.Optimizer] = []
+    for module in stack.modules():
+        for value in vars(module).values():
+            if isinstance(value, dict):
+                value = list(value.values())
+            for item in value if isinstance(value, list | tuple) else [value]:
+                if isinstance(item, torch.optim.Optimizer) and all(item is not f for f in found):
+                    found.append(item)
+    return found
 
 
 def lr_lambda(config: Config) -> Callable[[int], float]:
@@ -207,10 +224,11 @@ class Trainer:
             model = self.model_hook(model)
         self.train_set, self.val_set = build_datasets(cfg.data, seed=cfg.train.seed)
         self.stream = BatchStream(self.train_set, cfg.data.batch_size, cfg.train.seed)
+        # the config audit first: a term that never switches on is its error, not also a warning
+        audit_config(cfg, has_decoder=True, t_range=model.process.t_range)
         stack = build_loss_stack(
             cfg.losses, channels=cfg.data.channels, codec=model.codec, total_steps=cfg.train.steps
         )
-        audit_config(cfg, has_decoder=True, t_range=model.process.t_range)
         self.stack = stack.to(acc.device)
 
         params = [p for p in model.parameters() if p.requires_grad]
@@ -322,6 +340,43 @@ class Trainer:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad.div_(self.world)
 
+    def _sync_term_optimizers(self) -> None:
+        """Average the gradients of the loss terms' own optimisers (a GAN discriminator) over processes.
+
+        Each process trains the discriminator on its slice of the batch; without this its
+        weights would drift apart between processes (and differ from a one-process run).
+        A step pre-hook on every optimiser a term module holds averages the gradients of
+        that optimiser's parameters right before it steps, as DDP would.
+        """
+        import torch.distributed as dist
+
+        world = self.world
+
+        def average(optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                    p.grad.div_(world)
+
+        for optimizer in term_optimizers(self.stack):
+            optimizer.register_step_pre_hook(average)
+
+    def _max(self, value: int) -> int:
+        """The largest ``value`` over all processes (a collective decision)."""
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        agreed = torch.tensor([float(value)], device=self.accelerator.device)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+        return int(agreed.item())
+
+    def _any(self, flag: bool) -> bool:
+        """True on every process when ``flag`` is True on any (a collective decision)."""
+        return bool(self._max(int(flag)))
+
     def _audit_reachability(self) -> None:
         from diffsr.train.audit import audit_reachability
 
@@ -350,28 +405,48 @@ class Trainer:
         cfg = self.config
         self.model.train()
         batch = self._batch(step)
-        _, total, report = self._forward(batch, step)
+        error: DiffsrError | None = None
+        try:
+            _, total, report = self._forward(batch, step)
+        except DiffsrError as err:  # e.g. the loss stack's non-finite policy 'stop'
+            error, total, report = err, None, None
+        if self.world > 1:
+            # a process that stops alone would leave the others waiting in a collective: all
+            # stop, and all take the same exit (a NonFiniteError saves a checkpoint, collectively)
+            code = 0 if error is None else 1 if isinstance(error, NonFiniteError) else 2
+            agreed = self._max(code)
+            if agreed != code:
+                why = f"step {step}: training stopped on another process (see its message)"
+                mine = f"; here: {error}" if error is not None else ""
+                error = NonFiniteError(why) if agreed == 1 else DiffsrError(why + mine)
+        if error is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+            raise error
         applied = False
         grad_norm = float("nan")
+        self.nonfinite_terms += int(getattr(report, "nonfinite", 0))
         ok = bool(torch.isfinite(total)) and not getattr(report, "skip_step", False)
-        if self.world > 1:  # every process must take the same branch (collectives below)
-            import torch.distributed as dist
-
-            flag = torch.tensor([1.0 if ok else 0.0], device=self.accelerator.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            ok = bool(flag.item() > 0)
+        if getattr(report, "nonfinite", 0) and total.grad_fn is None:
+            ok = False  # every term was dropped for NaN/Inf: nothing left to learn from
+        # every process must take the same branch (collectives below)
+        ok = not self._any(not ok)
         if ok:
             self.accelerator.backward(total)
             self._sync_grads()
             if cfg.train.grad_clip:
                 norm = self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
             else:
-                norm = torch.sqrt(sum((p.grad.float() ** 2).sum() for p in self.model.parameters()
-                                      if p.grad is not None))
+                self.accelerator.unscale_gradients()  # fp16: report the true norm, not the scaled one
+                norm = torch.sqrt(sum(((p.grad.float() ** 2).sum() for p in self.model.parameters()
+                                       if p.grad is not None), torch.zeros((), device=self.accelerator.device)))
             grad_norm = float(norm)
             if math.isfinite(grad_norm):
                 self.optimizer.step()
-                applied = True
+                applied = not getattr(self.optimizer, "step_was_skipped", False)
+            elif getattr(self.accelerator, "scaler", None) is not None:
+                # fp16: the GradScaler must see the overflow to lower its scale (it skips the
+                # update itself); without this every later step would overflow again
+                self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         if applied:
@@ -398,8 +473,14 @@ class Trainer:
             "stack": stack_state(self.stack),
             "ema_updates": self.ema.updates if self.ema is not None else 0,
             "skipped": self.skipped,
+            "nonfinite_terms": self.nonfinite_terms,
         }
-        meta = {"report": _report_dict(report), "skipped_steps": self.skipped, "diffsr_version": _version()}
+        meta = {
+            "report": _report_dict(report),
+            "skipped_steps": self.skipped,
+            "nonfinite_terms": self.nonfinite_terms,
+            "diffsr_version": _version(),
+        }
         return save_checkpoint(
             self.run_dir,
             self.step,
@@ -469,43 +550,54 @@ class Trainer:
         val: dict[str, float] = {}
         progress = _progress(main and self.show_progress)
         task = progress.add_task("train", total=cfg.train.steps, completed=self.step, info="")
-        with progress:
-            while self.step < cfg.train.steps:
-                step = self.step
-                report, grad_norm, applied = self.train_step(step)
-                self.step += 1
-                last_report = report
-                if self.bad_streak >= cfg.losses.nonfinite.max_consecutive:
-                    last_ckpt = self.save(report)
-                    raise DiffsrError(
-                        f"training stopped at step {self.step}: {self.bad_streak} consecutive steps with "
-                        f"non-finite loss or gradients; last good weights saved to {last_ckpt}"
-                    )
-                elapsed = time.perf_counter() - t0
-                rate = (self.step - start_step) / max(elapsed, 1e-9)
-                if main and (step % cfg.train.log_every == 0 or self.step == cfg.train.steps):
-                    log_report(writer, report, step)
-                    writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], step)
-                    writer.add_scalar("train/grad_norm", grad_norm, step)
-                    writer.add_scalar("train/it_per_s", rate, step)
-                    writer.add_scalar("train/skipped_steps", self.skipped, step)
-                    progress.update(task, info=f"{report.summary()} | {rate:.2f} it/s")
-                progress.update(task, completed=self.step)
-                if cfg.train.val_every and self.step % cfg.train.val_every == 0:
-                    val = self.validate(cfg.data.val_images)
-                    if main and val:
-                        for k, v in val.items():
-                            writer.add_scalar(k, v, self.step)
-                if self.step % cfg.train.ckpt_every == 0 and self.step < cfg.train.steps:
-                    last_ckpt = self.save(report) or last_ckpt
-                if cfg.train.time_limit and elapsed > cfg.train.time_limit:
-                    log.info("time limit %.0f s reached at step %d", cfg.train.time_limit, self.step)
-                    break
+        try:
+            with progress:
+                while self.step < cfg.train.steps:
+                    step = self.step
+                    try:
+                        report, grad_norm, applied = self.train_step(step)
+                    except NonFiniteError as err:
+                        # policy 'stop' or too many bad steps in the loss stack: the weights are
+                        # still those of the last good step, keep them
+                        last_ckpt = self.save(last_report)
+                        raise NonFiniteError(f"{err}{_saved(last_ckpt)}") from None
+                    self.step += 1
+                    last_report = report
+                    elapsed = time.perf_counter() - t0
+                    rate = (self.step - start_step) / max(elapsed, 1e-9)
+                    if main and (step % cfg.train.log_every == 0 or self.step == cfg.train.steps or not applied):
+                        log_report(writer, report, step)
+                        writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], step)
+                        writer.add_scalar("train/grad_norm", grad_norm, step)
+                        writer.add_scalar("train/it_per_s", rate, step)
+                        writer.add_scalar("train/skipped_steps", self.skipped, step)
+                        writer.add_scalar("train/nonfinite_terms", self.nonfinite_terms, step)
+                        progress.update(task, info=f"{report.summary()} | {rate:.2f} it/s")
+                    progress.update(task, completed=self.step)
+                    if self.bad_streak >= cfg.losses.nonfinite.max_consecutive:
+                        last_ckpt = self.save(report)
+                        raise NonFiniteError(
+                            f"training stopped at step {self.step}: {self.bad_streak} consecutive steps with "
+                            f"non-finite loss or gradients (losses.nonfinite.max_consecutive)"
+                            f"{_saved(last_ckpt)}"
+                        )
+                    if cfg.train.val_every and self.step % cfg.train.val_every == 0:
+                        val = self.validate(cfg.data.val_images)
+                        if main and val:
+                            for k, v in val.items():
+                                writer.add_scalar(k, v, self.step)
+                    if self.step % cfg.train.ckpt_every == 0 and self.step < cfg.train.steps:
+                        last_ckpt = self.save(report) or last_ckpt
+                    # each process measures its own time: decide together, or one would leave
+                    # the loop while the others wait for it in the next collective
+                    if cfg.train.time_limit and self._any(elapsed > cfg.train.time_limit):
+                        log.info("time limit %.0f s reached at step %d", cfg.train.time_limit, self.step)
+                        break
+        finally:
+            if writer is not None:  # a stopped run keeps its curves (skipped steps included)
+                writer.close()
         seconds = time.perf_counter() - t0
         last_ckpt = self.save(last_report) or last_ckpt
-        if writer is not None:
-            writer.flush()
-            writer.close()
         return TrainResult(
             run_dir=self.run_dir,
             checkpoint=last_ckpt,
@@ -515,7 +607,12 @@ class Trainer:
             last_report=_report_dict(last_report),
             skipped_steps=self.skipped,
             val=val,
+            nonfinite_terms=self.nonfinite_terms,
         )
+
+
+def _saved(checkpoint: Path | None) -> str:
+    return f"; last good weights saved to {checkpoint}" if checkpoint is not None else ""
 
 
 def _report_dict(report: Any) -> dict[str, Any]:
