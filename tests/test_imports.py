@@ -11,7 +11,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "diffsr"
 
 # config is a set of plain data models that imports only core, so layer-1 packages may use it
 LEVEL = {"core": 0, "config": 1, "codecs": 1, "processes": 1, "losses": 1, "nets": 1, "data": 1,
-         "presets": 1, "train": 2, "eval": 2, "infer": 2, "consistency": 2, "uncertainty": 2, "distill": 2, "demo": 3, "evaluate_cli": 3,
+         "presets": 1, "train": 2, "eval": 2, "infer": 2, "consistency": 2, "uncertainty": 2, "distill": 2,
+         "demo": 3, "evaluate_cli": 3,
          "audit_cli": 3, "cli": 4}
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # no runtime torch import: `diffsr --help` stays fast
+    from torch import Tensor
 
 
 def check_image(x: Tensor, name: str = "x") -> None:
