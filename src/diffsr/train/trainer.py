@@ -523,8 +523,12 @@ class Trainer:
         }
 
     # ------------------------------------------------------------------ loop
-    def fit(self) -> TrainResult:
-        """Train to ``train.steps`` (or ``train.time_limit``) and return where things are."""
+    def fit(self, stop_after: int | None = None) -> TrainResult:
+        """Train to ``train.steps`` (or ``train.time_limit``) and return where things are.
+
+        ``stop_after``: leave (with a checkpoint) after this many steps of this call, e.g. to
+        split a long run into cluster jobs; schedules still follow ``train.steps``.
+        """
         self._setup()
         cfg = self.config
         acc = self.accelerator
@@ -592,6 +596,8 @@ class Trainer:
                     # the loop while the others wait for it in the next collective
                     if cfg.train.time_limit and self._any(elapsed > cfg.train.time_limit):
                         log.info("time limit %.0f s reached at step %d", cfg.train.time_limit, self.step)
+                        break
+                    if stop_after is not None and self.step - start_step >= stop_after:
                         break
         finally:
             if writer is not None:  # a stopped run keeps its curves (skipped steps included)
