@@ -130,5 +130,7 @@ def tiled_apply(
             weight = (wy[:, None] * wx[None, :]).to(dtype=result.dtype, device=result.device)
             out[..., y0 : y0 + th, x0 : x0 + tw] += result * weight
     assert out is not None
-    total = (sum_y[:, None] * sum_x[None, :]).to(dtype=out.dtype, device=out.device)
-    return (out / total)[..., :h, :w]
+    # normalise in place by the separable total weight: no image-sized weight array
+    out.div_(sum_y.to(dtype=out.dtype, device=out.device)[:, None])
+    out.div_(sum_x.to(dtype=out.dtype, device=out.device)[None, :])
+    return out[..., :h, :w]
