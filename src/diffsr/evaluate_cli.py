@@ -96,6 +96,7 @@ def run_bench(
             row = benchmark_model(sample, [(1, c, size, size)], steps=1, device=device, repeat=repeat,
                                   name=f"{cfg.name} ({s} steps)")
             row["params"] = sum(p.numel() for p in model.parameters())
+            row["steps"] = s  # the timed call runs the whole s-step sampler once
             row["sampling_steps"] = s
             rows.append(row)
     for name in baselines:
