@@ -148,6 +148,7 @@ def eval_(
     limit: Annotated[int | None, typer.Option(help="At most N images / slices.")] = None,
     crop_border: Annotated[int | None, typer.Option(help="Border crop (default: = scale).")] = None,
     lpips_weights: Annotated[str | None, typer.Option(help="LPIPS lin weights (.pth).")] = None,
+    samples: Annotated[int, typer.Option(help="N > 1: also check the calibration of N-sample std maps.")] = 1,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Evaluate several methods on the same images with pinned metric conventions."""
@@ -156,9 +157,30 @@ def eval_(
 
     summary = run_eval(
         data=data, methods=method, out=out, scale=scale, steps=steps, channels=channels, limit=limit,
-        crop_border=crop_border, lpips_weights=lpips_weights, console=console,
+        crop_border=crop_border, lpips_weights=lpips_weights, samples=samples, console=console,
     )
     console.print(summary)
+
+
+@app.command()
+def distill(
+    teacher: Annotated[Path, typer.Option(help="The trained multi-step run (folder).")],
+    out: Annotated[Path, typer.Option(help="Run folder for the one-step student.")],
+    steps: Annotated[int, typer.Option(help="Fine-tuning steps.")] = 500,
+    target: Annotated[str, typer.Option(help="hr (reconstruction) | teacher (regress the teacher's output).")] = "hr",
+    teacher_steps: Annotated[int | None, typer.Option(help="Teacher sampling steps (target=teacher).")] = None,
+    loss: Annotated[str, typer.Option(help="l1 | l2")] = "l1",
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the teacher's / 2).")] = None,
+    time_limit: Annotated[float | None, typer.Option(help="Seconds.")] = None,
+    set_: SetOpt = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    cpu: Annotated[bool, typer.Option(help="Force CPU.")] = False,
+) -> None:
+    """Fine-tune a trained multi-step model into a one-step generator (use it with --steps 1)."""
+    from diffsr.distill import run_distill_cli
+
+    console.print(run_distill_cli(teacher, out, steps, target=target, teacher_steps=teacher_steps, loss=loss, lr=lr,
+                                  time_limit=time_limit, set_=set_, progress=progress, cpu=cpu))
 
 
 @app.command()
