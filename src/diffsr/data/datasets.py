@@ -510,17 +510,20 @@ def build_datasets(cfg: DataConfig, *, seed: int = 0) -> tuple[SRDataset, SRData
 class EvalItem:
     """An evaluation image: HR (1, C, H, W) cropped to a multiple of the scale, LR (1, C, H/s, W/s).
 
-    record and intensity describe the source file (shared by every slice of a volume);
-    ``slice_index`` is the slice within the record; ``paired`` is True when LR came from a file.
+    record and intensity describe the source file (shared by every slice of a volume; None
+    for items made in memory); ``slice_index`` is the slice within the record; ``paired`` is
+    True when LR came from a file; items sharing ``volume`` are slices of one volume (the
+    evaluation report shows them as a montage).
     """
 
     name: str
     hr: Tensor
     lr: Tensor
-    record: Record
-    intensity: Intensity
-    slice_index: int = 0
+    record: Record | None = None
+    intensity: Intensity | None = None
+    slice_index: int | None = 0
     paired: bool = False
+    volume: str | None = None
 
 
 def _as_degradation(degradation: Degradation | DegradationConfig | str | None, scale: int) -> Degradation:
@@ -591,7 +594,8 @@ def load_eval_items(
                 lr = torch.from_numpy(np.ascontiguousarray(lr_np))[None]
             else:
                 lr = deg(hr, _generator(seed, 0, len(items)))
-            items.append(EvalItem(_slice_name(loaded, i), hr, lr, loaded.record, loaded.intensity, i,
+            volume = p.name if loaded.unit.shape[0] > 1 else None
+            items.append(EvalItem(_slice_name(loaded, i), hr, lr, loaded.record, loaded.intensity, i, volume=volume,
                                   paired=lr_loaded is not None))
     return items
 

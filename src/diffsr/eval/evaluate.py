@@ -18,17 +18,17 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from diffsr.core.atomic import atomic_path, atomic_write_text
 from diffsr.core.errors import DataError, DiffsrError
+from diffsr.data.datasets import EvalItem  # noqa: F401  (re-exported: one EvalItem for data and eval)
+from diffsr.data.degrade import upsample
 from diffsr.eval import report
 from diffsr.eval.metrics import METRIC_INFO, Conventions, MetricSuite
 from diffsr.eval.stats import N_BOOT, paired_difference, summarize
@@ -39,24 +39,9 @@ log = logging.getLogger(__name__)
 Method = Callable[[Tensor, int], Tensor]
 
 
-@dataclass
-class EvalItem:
-    """One test image: HR (1, C, H, W) and its LR (1, C, h, w), both in [0, 1].
-
-    ``volume`` / ``slice_index``: items sharing a volume key are slices of one 3-D volume
-    (shown together in a slice montage).
-    """
-
-    name: str
-    hr: Tensor
-    lr: Tensor
-    volume: str | None = None
-    slice_index: int | None = None
-
-
 def bicubic(lr: Tensor, scale: int) -> Tensor:
-    """The bicubic baseline: ``F.interpolate(mode="bicubic", align_corners=False)``, no antialias."""
-    return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
+    """The bicubic baseline: the same upsampling that makes every model's condition ``lr_up``."""
+    return upsample(lr, scale, clamp=False)
 
 
 def _get(item: Any, key: str, default: Any = None) -> Any:
