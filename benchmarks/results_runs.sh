@@ -1,63 +1,112 @@
 #!/usr/bin/env bash
-# Reproduces docs/results.md (CPU-scale "real results"). Run from the repository root:
-#   bash benchmarks/results_runs.sh [train_ir|train_mri|train_abl|eval_ir|eval_ir_diff|eval_sweep|eval_abl|eval_mri|all]
-# Runs + eval outputs: runs/results/ (ignored); small copies: docs/results/
+# Reproduces docs/results.md (the CPU-scale "real results"). Run from the repository root:
+#   bash benchmarks/results_runs.sh [all | train_a | train_b | evals | <one function below>]
+# Run folders and eval outputs: runs/results/ (ignored); the copies shown in the docs: docs/results/.
+#
+# Every model gets the SAME step budget (STEPS optimiser steps), the same data, patch, batch,
+# learning rate, warm-up and EMA; only the recipe differs. `all` runs two training queues side by
+# side (one thread each: 2 cores), then the evaluations.
 set -euo pipefail
-BUDGET=${BUDGET:-120}                      # seconds of training per run (train.time_limit)
-R=runs/results
+STEPS=${STEPS:-1000}
+R=${R:-runs/results}
 IR_TRAIN=../shared/data/infrared/roadscene/train
 IR_TEST=../shared/data/infrared/roadscene/test
-MRI_TRAIN=../shared/data/medical/kirby21/113-02-MPRAGE_processed_reg.nii.gz
-MRI_TEST=../shared/data/medical/kirby21/113-02-T2w_processed_reg.nii.gz
-# same budget, patch, batch, warm-up, threads
-COMMON=(--set train.time_limit=$BUDGET --set data.patch_size=64 --set data.batch_size=16
-        --set train.warmup_steps=50 --set train.threads=2 --no-progress)
+MRI_T1=../shared/data/medical/kirby21/113-02-MPRAGE_processed_reg.nii.gz
+MRI_T2=../shared/data/medical/kirby21/113-02-T2w_processed_reg.nii.gz
+THREADS=${THREADS:-1}
+COMMON=(--set train.steps=$STEPS --set train.time_limit=null --set data.patch_size=64 --set data.batch_size=16
+        --set train.lr=0.0005 --set train.warmup_steps=50 --set train.ema_decay=0.995
+        --set train.ckpt_every=$STEPS --set train.threads=$THREADS --no-progress)
+DIFF=(--set net.size=tiny --set 'losses.terms=[]')   # difiisr presets: tiny UNet, LPIPS term off (no weights)
+L1=(--set 'losses.terms=[{name: l1, weight: {kind: constant, value: 0.5}, gate: {kind: hard, t_max: 1}}]')
+mkdir -p "$R"
 
-tr() {  # tr NAME PRESET [--set ...]
+tr() {  # tr NAME PRESET [--set ...]: skip runs that already finished
   local name=$1 preset=$2; shift 2
+  if ls "$R/$name/checkpoints/step_$(printf %07d "$STEPS")" >/dev/null 2>&1; then return; fi
+  rm -rf "${R:?}/$name"
   /usr/bin/time -f "$name wall %e s" diffsr train "$preset" --out "$R/$name" "${COMMON[@]}" "$@" \
     > "$R/$name.log" 2>&1
 }
 
-train_ir() {
-  tr ir-edsr     edsr                --set data.train=$IR_TRAIN
-  tr ir-swinir   swinir              --set data.train=$IR_TRAIN
-  tr ir-demo     demo                --set data.train=$IR_TRAIN
-  tr ir-flowpx   flow-pixel-ssim-px  --set data.train=$IR_TRAIN --set net.size=tiny
-  tr ir-dwt-all  difiisr-dwt-all     --set data.train=$IR_TRAIN --set net.size=tiny --set 'losses.terms=[]'
-  tr ir-dwt-ll   difiisr-dwt-ll      --set data.train=$IR_TRAIN --set net.size=tiny --set 'losses.terms=[]'
+ir_methods_slow() {   # pixel-space flow: ~10x the cost per step of the wavelet recipes
+  tr ir-flowpx   flow-pixel-ssim-px --set data.train=$IR_TRAIN --set net.size=tiny
 }
-train_abl() {   # demo recipe without L1 fidelity term
-  tr ir-demo-nol1 demo               --set data.train=$IR_TRAIN --set 'losses.terms=[]' --set name=demo-nol1
+ir_methods() {
+  tr ir-edsr     edsr               --set data.train=$IR_TRAIN
+  tr ir-swinir   swinir             --set data.train=$IR_TRAIN
+  tr ir-demo     demo               --set data.train=$IR_TRAIN --set train.time_limit=null
+  tr ir-dwt-ll   difiisr-dwt-ll     --set data.train=$IR_TRAIN "${DIFF[@]}"
+  tr ir-dwt-full difiisr-dwt-full   --set data.train=$IR_TRAIN "${DIFF[@]}"
+  tr ir-dwt-all  difiisr-dwt-all    --set data.train=$IR_TRAIN "${DIFF[@]}"
+  tr ir-dwt-alll difiisr-dwt-all-learnable --set data.train=$IR_TRAIN "${DIFF[@]}"
+  tr ir-dwt-ll-l1 difiisr-dwt-ll    --set data.train=$IR_TRAIN --set net.size=tiny "${L1[@]}"
 }
-train_mri() {
-  tr mri-demo    demo                --set data.train=$MRI_TRAIN --set name=demo-mri
-  tr mri-edsr    edsr                --set data.train=$MRI_TRAIN --set name=edsr-mri
+ir_ablations() {      # on the demo recipe (ResShift T 4, Haar 'all', L1 on x0 with a hard gate t <= 1)
+  tr abl-nofid   demo --set data.train=$IR_TRAIN --set 'losses.terms=[]'
+  tr abl-l1ssim  demo --set data.train=$IR_TRAIN \
+    --set 'losses.terms=[{name: l1, weight: {kind: constant, value: 0.5}, gate: {kind: hard, t_max: 1}}, {name: ssim, weight: {kind: constant, value: 0.5}, gate: {kind: hard, t_max: 1}}]'
+  tr abl-gnone   demo --set data.train=$IR_TRAIN \
+    --set 'losses.terms=[{name: l1, weight: {kind: constant, value: 0.5}, gate: {kind: none}}]'
+  tr abl-glinear demo --set data.train=$IR_TRAIN \
+    --set 'losses.terms=[{name: l1, weight: {kind: constant, value: 0.5}, gate: {kind: linear, t_max: 3}}]'
+  tr abl-gbins   demo --set data.train=$IR_TRAIN \
+    --set 'losses.terms=[{name: l1, weight: {kind: constant, value: 0.5}, gate: {kind: bins, edges: [1, 2], values: [1.0, 0.1, 0.001]}}]'
+  tr abl-minsnr  demo --set data.train=$IR_TRAIN --set process.min_snr_gamma=5
 }
+ir_infrared() {       # infrared degradation (stripe noise, blur, non-uniformity, noise)
+  tr irdeg-edsr  edsr --set data.train=$IR_TRAIN --set data.degradation.name=infrared
+  tr irdeg-demo  demo --set data.train=$IR_TRAIN --set data.degradation.name=infrared
+}
+mri_methods() {       # train on T1 MPRAGE slices; evaluated on the T2w volume
+  tr mri-edsr    edsr           --set data.train=$MRI_T1
+  tr mri-swinir  swinir         --set data.train=$MRI_T1
+  tr mri-demo    demo           --set data.train=$MRI_T1
+  tr mri-dwt-ll  difiisr-dwt-ll --set data.train=$MRI_T1 "${DIFF[@]}"
+  tr mri-dwt-all difiisr-dwt-all --set data.train=$MRI_T1 "${DIFF[@]}"
+}
+mri_kspace() {        # x2 k-space truncation
+  tr mrik-edsr   edsr          --set data.train=$MRI_T1 --set data.scale=2 --set data.degradation.name=kspace
+  tr mrik-diffsr mri-kspace-x2 --set data.train=$MRI_T1
+}
+train_a() { ir_methods; ir_ablations; ir_infrared; }
+train_b() { ir_methods_slow; mri_methods; mri_kspace; }
 
-eval_ir() {     # feed-forward baselines + the demo recipe (default sampling steps)
-  diffsr eval --data $IR_TEST --scale 4 --limit 8 --out $R/eval-ir \
-    --method bicubic --method $R/ir-edsr --method $R/ir-swinir --method $R/ir-demo
+# ---- evaluation: centre 256x256 crops of all 20 RoadScene test frames; 24 T2w slices ----
+EV=(--crop 256)
+ev() { local out=$1; shift; diffsr eval --out "$R/$out" "$@" > "$R/$out.log" 2>&1; }
+eval_ir() {
+  ev eval-ir --data $IR_TEST --scale 4 "${EV[@]}" --method bicubic --method $R/ir-edsr \
+    --method $R/ir-swinir --method $R/ir-flowpx --method $R/ir-dwt-ll --method $R/ir-dwt-ll-l1 \
+    --method $R/ir-dwt-full --method $R/ir-dwt-all --method $R/ir-dwt-alll --method $R/ir-demo
 }
-eval_ir_diff() { # the other diffusion/flow recipes at 4 sampling steps (CPU time: 4 images)
-  diffsr eval --data $IR_TEST --scale 4 --limit 4 --steps 4 --out $R/eval-ir-diff \
-    --method bicubic --method $R/ir-flowpx --method $R/ir-dwt-all --method $R/ir-dwt-ll
+eval_steps() {
+  ev eval-steps --data $IR_TEST --scale 4 "${EV[@]}" --method bicubic --method $R/ir-dwt-ll-l1 \
+    --steps 1 --steps 4 --steps 15
 }
-eval_sweep() {  # sampling steps 1/2/4, demo
-  diffsr eval --data $IR_TEST --scale 4 --limit 4 --out $R/eval-ir-steps \
-    --method bicubic --method $R/ir-demo --steps 1 --steps 2 --steps 4
+eval_abl() {
+  ev eval-abl --data $IR_TEST --scale 4 "${EV[@]}" --method bicubic --method $R/ir-demo \
+    --method $R/abl-nofid --method $R/abl-l1ssim --method $R/abl-gnone --method $R/abl-glinear \
+    --method $R/abl-gbins --method $R/abl-minsnr
 }
-eval_abl() {    # with vs without the L1 fidelity term
-  diffsr eval --data $IR_TEST --scale 4 --limit 4 --out $R/eval-ir-l1 \
-    --method bicubic --method $R/ir-demo --method $R/ir-demo-nol1
+eval_irdeg() {
+  ev eval-irdeg --data $IR_TEST --scale 4 "${EV[@]}" --degradation infrared --method bicubic \
+    --method $R/irdeg-edsr --method $R/irdeg-demo
 }
 eval_mri() {
-  diffsr eval --data $MRI_TEST --scale 4 --limit 8 --out $R/eval-mri \
-    --method bicubic --method $R/mri-edsr --method $R/mri-demo
+  ev eval-mri --data $MRI_T2 --scale 4 --limit 24 --method bicubic --method $R/mri-edsr \
+    --method $R/mri-swinir --method $R/mri-dwt-ll --method $R/mri-dwt-all --method $R/mri-demo
 }
+eval_mrik() {
+  ev eval-mrik --data $MRI_T2 --scale 2 --limit 24 --degradation kspace --method bicubic \
+    --method $R/mrik-edsr --method $R/mrik-diffsr
+}
+evals() { eval_ir; eval_steps; eval_abl; eval_irdeg; eval_mri; eval_mrik; }
 
-mkdir -p $R
-case "${1:-all}" in
-  all) train_ir; train_abl; train_mri; eval_ir; eval_ir_diff; eval_sweep; eval_abl; eval_mri ;;
-  *) "$1" ;;
-esac
+all() {
+  train_a & a=$!
+  train_b & b=$!
+  wait $a; wait $b
+  evals
+}
+"${1:-all}"

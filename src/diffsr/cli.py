@@ -149,6 +149,10 @@ def eval_(
     crop_border: Annotated[int | None, typer.Option(help="Border crop (default: = scale).")] = None,
     lpips_weights: Annotated[str | None, typer.Option(help="LPIPS lin weights (.pth).")] = None,
     samples: Annotated[int, typer.Option(help="N > 1: also check the calibration of N-sample std maps.")] = 1,
+    degradation: Annotated[str, typer.Option(help="bicubic|blur_noise|infrared|kspace|realesrgan")] = "bicubic",
+    lr_dir: Annotated[Path | None, typer.Option(help="Real LR images (same names), not a degradation.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the degradation's random draws (per image).")] = 0,
+    crop: Annotated[int | None, typer.Option(help="Evaluate the centre crop x crop of each image.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Evaluate several methods on the same images with pinned metric conventions."""
@@ -157,7 +161,8 @@ def eval_(
 
     summary = run_eval(
         data=data, methods=method, out=out, scale=scale, steps=steps, channels=channels, limit=limit,
-        crop_border=crop_border, lpips_weights=lpips_weights, samples=samples, console=console,
+        crop_border=crop_border, lpips_weights=lpips_weights, samples=samples, degradation=degradation,
+        lr_dir=lr_dir, seed=seed, crop=crop, console=console,
     )
     console.print(summary)
 

@@ -24,10 +24,20 @@ def run_eval(
     crop_border: int | None = None,
     lpips_weights: str | None = None,
     samples: int = 1,
+    degradation: str = "bicubic",
+    lr_dir: Path | None = None,
+    seed: int = 0,
+    crop: int | None = None,
     console: Any = None,
 ) -> str:
-    """Evaluate ``methods`` (bicubic | RUN | edsr:RUN ...) on the images under ``data``."""
+    """Evaluate ``methods`` (bicubic | RUN | edsr:RUN ...) on the images under ``data``.
+
+    The LR inputs come from ``lr_dir`` (real pairs, same file names) or are made from each HR
+    by ``degradation`` (a registered name, seeded per image by ``seed``); ``crop`` keeps the
+    centre crop x crop of every test image.
+    """
     from diffsr.data.datasets import load_eval_items
+    from diffsr.data.degrade import DEGRADATIONS
     from diffsr.eval.evaluate import evaluate
     from diffsr.eval.metrics import Conventions
     from diffsr.infer import method_from_spec
@@ -40,7 +50,16 @@ def run_eval(
         raise DiffsrError(f"--scale: {scale} is not one of 2, 3, 4, 8")
     if not data.exists():
         raise DiffsrError(f"{data}: no such file or folder")
-    items = load_eval_items(data, scale, channels, max_slices=limit)
+    if degradation not in DEGRADATIONS:
+        raise DiffsrError(
+            f"--degradation: unknown '{degradation}' (one of {', '.join(sorted(DEGRADATIONS.names()))})"
+        )
+    if lr_dir is not None and not lr_dir.is_dir():
+        raise DiffsrError(f"--lr-dir: {lr_dir} is not a folder")
+    if crop is not None and crop < 8:
+        raise DiffsrError(f"--crop: {crop} is too small (at least 8)")
+    items = load_eval_items(data, scale, channels, max_slices=limit, degradation=degradation,
+                            lr_dir=lr_dir, seed=seed, crop=crop)
     if limit is not None:
         items = items[:limit]
     steps = steps or []
@@ -60,6 +79,8 @@ def run_eval(
     result = evaluate(
         items, resolved, conv, out, steps_sweep=sweep or None, scale=scale,
         reproduce="diffsr " + " ".join(sys.argv[1:]) if sys.argv else None,
+        inputs={"data": str(data), "lr": f"files in {lr_dir}" if lr_dir else f"{degradation} x{scale}, seed {seed}",
+                "crop": f"centre {crop}x{crop}" if crop else "none"},
     )
     lines = [f"evaluated {len(items)} images, x{scale}; outputs in {out}/"]
     calibration_lines = []

@@ -551,6 +551,7 @@ def load_eval_items(
     max_slices: int | None = None,
     lr_dir: str | Path | None = None,
     seed: int = 0,
+    crop: int | None = None,
 ) -> list[EvalItem]:
     """Evaluation / demo items for every input under ``path`` (files, volumes, DICOM series).
 
@@ -559,7 +560,12 @@ def load_eval_items(
     ``scale`` and whose LR is made by ``degradation`` (default bicubic) with a generator
     seeded by (seed, 0, item number), so it is deterministic; or read from ``lr_dir`` (same file
     name; sizes checked). ``normalization`` None uses :func:`default_policy` per file.
+    ``crop``: keep the centre ``crop`` x ``crop`` of each HR (rounded down to a multiple of
+    ``scale``; images smaller than that stay whole) before the LR is made; with ``lr_dir`` the
+    matching LR region is cut out.
     """
+    if crop is not None and crop < scale:
+        raise DataError(f"crop: {crop} is smaller than the scale {scale}")
     deg = _as_degradation(degradation, scale)
     items: list[EvalItem] = []
     for p in list_inputs(path):
@@ -583,14 +589,25 @@ def load_eval_items(
             h, w = unit.shape[-2:]
             where = str(p) + ("" if loaded.unit.shape[0] == 1 else f" slice {i}")
             check_size(where, h, w, scale)
-            hr = torch.from_numpy(np.ascontiguousarray(unit[:, : h - h % scale, : w - w % scale]))[None]
+            y0 = x0 = 0
+            ch, cw = h - h % scale, w - w % scale
+            if crop is not None:
+                c = crop - crop % scale
+                # centre, on the LR grid so that a paired LR file is cut at the same place
+                if ch > c:
+                    y0, ch = (ch - c) // (2 * scale) * scale, c
+                if cw > c:
+                    x0, cw = (cw - c) // (2 * scale) * scale, c
+            hr = torch.from_numpy(np.ascontiguousarray(unit[:, y0 : y0 + ch, x0 : x0 + cw]))[None]
             if lr_loaded is not None:
                 lr_np = lr_loaded.unit[i]
-                if lr_np.shape[-2] * scale != h or lr_np.shape[-1] * scale != w:
+                if lr_np.shape[-2] * scale != h - h % scale or lr_np.shape[-1] * scale != w - w % scale:
                     raise DataError(
                         f"{p}: HR {h}x{w} is not {scale} x the LR {lr_np.shape[-2]}x{lr_np.shape[-1]} "
                         f"of {lr_loaded.path}"
                     )
+                ly, lx = y0 // scale, x0 // scale
+                lr_np = lr_np[:, ly : ly + ch // scale, lx : lx + cw // scale]
                 lr = torch.from_numpy(np.ascontiguousarray(lr_np))[None]
             else:
                 lr = deg(hr, _generator(seed, 0, len(items)))

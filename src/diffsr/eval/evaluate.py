@@ -165,6 +165,7 @@ def evaluate(
     title: str | None = None,
     seed: int = 0,
     n_boot: int = N_BOOT,
+    inputs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``methods`` on ``items``; write metrics.json, report.md and figures to ``out_dir``.
 
@@ -181,6 +182,8 @@ def evaluate(
     save_outputs: also write every SR image to ``out_dir/outputs/<method>/<item>.png``.
     seed: ``torch.manual_seed(seed + image index)`` before each method call, so stochastic
         samplers see the same noise per image whatever the method order.
+    inputs: how the test pairs were made (data, degradation, seed, crop ...); written to
+        metrics.json ``inputs`` and to the report's notes.
 
     Returns the metrics.json content (non-finite numbers as None).
     """
@@ -283,6 +286,8 @@ def evaluate(
             }
 
     notes = list(suite.notes)
+    if inputs:
+        notes.append("inputs: " + ", ".join(f"{k} {v}" for k, v in inputs.items()))
     notes.append(f"paired differences are method - {reference} on the same images")
     notes.append(
         "timing: wall-clock seconds per image including the first call (report the median); "
@@ -314,6 +319,7 @@ def evaluate(
             "torch": torch.__version__,
             "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         },
+        "inputs": dict(inputs or {}),
         "reproduce": reproduce,
         "notes": notes,
     }
