@@ -115,7 +115,9 @@ class SRModel(nn.Module):
         if self.is_baseline:  # feed-forward: LR -> SR in one pass, no padding needed
             if lr is None:
                 raise ValueError("a baseline model samples from the LR image (lr=...)")
-            return self.net(lr)[..., :h, :w].clamp(0, 1)
+            # the net speaks the pixel codec's latent ([-1, 1]); decode it like any other z0
+            z0 = self.net(lr)
+            return self.codec.decode(Latent(z0, {}))[..., :h, :w].clamp(0, 1)
         padded, _ = pad_to(lr_up, self.codec.downsample)
         zc = self.codec.encode(padded)
         hook: X0Hook | None = None
