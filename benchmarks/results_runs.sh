@@ -101,7 +101,11 @@ eval_mrik() {
   ev eval-mrik --data $MRI_T2 --scale 2 --limit 24 --degradation kspace --method bicubic \
     --method $R/mrik-edsr --method $R/mrik-diffsr
 }
-evals() { eval_ir; eval_steps; eval_abl; eval_irdeg; eval_mri; eval_mrik; }
+eval_set5() {   # natural images (optional in the issue): the infrared-trained models on Set5, Y channel
+  ev eval-set5 --data ../shared/data/natural/set5 --scale 4 --method bicubic --method $R/ir-edsr \
+    --method $R/ir-swinir --method $R/ir-dwt-ll-l1 --method $R/ir-demo
+}
+evals() { eval_ir; eval_steps; eval_abl; eval_irdeg; eval_mri; eval_mrik; eval_set5; }
 
 all() {
   train_a & a=$!

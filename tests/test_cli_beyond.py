@@ -51,3 +51,11 @@ def test_eval_samples_writes_calibration(teacher: Path, tmp_path: Path) -> None:
     (name, report), = cal.items()
     assert report["n_samples"] == 3 and -1 <= report["pearson"] <= 1
     Image.open(out / "calibration.png").verify()
+    # the model facts of each method: parameters and sampling steps, in metrics.json and the report
+    from diffsr.infer import load_model
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    n_params = sum(p.numel() for p in load_model(teacher).model.parameters())
+    assert metrics["models"]["bicubic"] == {"params": 0, "sampling_steps": None}
+    assert metrics["models"][name] == {"params": n_params, "sampling_steps": 4}
+    assert f"| {n_params:,} | 4 |" in (out / "report.md").read_text()

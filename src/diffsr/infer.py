@@ -247,7 +247,12 @@ def method_from_spec(
     from diffsr.data.degrade import upsample
 
     if spec == "bicubic":
-        return "bicubic", lambda lr, s: upsample(lr, s).clamp(0, 1)
+
+        def run_bicubic(lr: Tensor, s: int) -> Tensor:
+            return upsample(lr, s).clamp(0, 1)
+
+        run_bicubic.params, run_bicubic.sampling_steps = 0, None  # type: ignore[attr-defined]
+        return "bicubic", run_bicubic
     if ":" in spec and spec.split(":", 1)[0] in ("edsr", "rcan", "swinir"):
         kind, path = spec.split(":", 1)
         p = Path(path)
@@ -265,6 +270,8 @@ def method_from_spec(
             with torch.no_grad():
                 return net(lr).clamp(0, 1)
 
+        run_baseline.params = sum(p.numel() for p in net.parameters())  # type: ignore[attr-defined]
+        run_baseline.sampling_steps = 1  # type: ignore[attr-defined]
         return kind, run_baseline
     loaded = load_model(spec, device=device)
     if loaded.scale != scale:
@@ -274,4 +281,8 @@ def method_from_spec(
     def run_model(lr: Tensor, s: int) -> Tensor:
         return super_resolve(loaded, lr, steps=steps).cpu()
 
+    run_model.params = sum(p.numel() for p in loaded.model.parameters())  # type: ignore[attr-defined]
+    run_model.sampling_steps = (  # type: ignore[attr-defined]
+        1 if loaded.model.is_baseline else steps or loaded.config.sample.steps or loaded.model.process.default_steps
+    )
     return name, run_model

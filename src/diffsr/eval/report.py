@@ -347,12 +347,16 @@ def write_report_md(
         lines += [
             f"## Timing ({results.get('device', 'cpu')})",
             "",
-            "| method | median s/image | mean s/image | total s | images |",
-            "|---|---|---|---|---|",
+            "| method | parameters | sampling steps | median s/image | mean s/image | total s | images |",
+            "|---|---|---|---|---|---|---|",
         ]
+        models = results.get("models", {})
         for name, t in timing.items():
+            info = models.get(name) or {}
+            params = "n/a" if info.get("params") is None else f"{info['params']:,}"
+            steps = "n/a" if info.get("sampling_steps") is None else str(info["sampling_steps"])
             lines.append(
-                f"| {_cell(name)} | {_fmt(t['seconds_per_image_median'])} "
+                f"| {_cell(name)} | {params} | {steps} | {_fmt(t['seconds_per_image_median'])} "
                 f"| {_fmt(t['seconds_per_image_mean'])} | {_fmt(t['seconds_total'], 2)} | {t['n_images']} |"
             )
         lines.append("")
