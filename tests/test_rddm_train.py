@@ -70,3 +70,32 @@ def test_rddm_preset_validates_and_builds() -> None:
     model = build_model(cfg)
     assert isinstance(model.process, RDDM) and model.process.default_steps == 5
     assert cfg.codec.layout == "all" and cfg.data.scale == 4
+
+
+def test_rddm_separate_residual_and_noise_losses() -> None:
+    # hand-derived: L = w_res * mean((res_hat - (zc - z0))^2) + w_eps * mean((eps_hat - eps)^2)
+    import torch
+
+    from diffsr.core.errors import ConfigError
+    from diffsr.processes.rddm import RDDM
+
+    g = torch.Generator().manual_seed(0)
+    z0, zc, noise = (torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    t = torch.tensor([0.0, 4.0, 9.0], dtype=torch.float64)
+    both = RDDM(steps=10, prediction="res_noise", res_weight=0.7, noise_weight=0.2)
+    out = torch.randn(3, 4, 4, 4, generator=g, dtype=torch.float64)
+    res_hat, eps_hat = out[:, :2], out[:, 2:]
+    l_res = (res_hat - (zc - z0)).pow(2).flatten(1).mean(1)
+    l_eps = (eps_hat - noise).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(both.loss(out, z0, zc, t, noise).double(), 0.7 * l_res + 0.2 * l_eps)
+    assert set(both.loss_terms(out, z0, zc, t, noise)) == {"res", "noise"}
+    # prediction "res": eps is derived from z_t, so L_eps = ((1 - abar) / bbar)^2 L_res
+    res_only = RDDM(steps=10, prediction="res", noise_weight=1.0)
+    out1 = out[:, :2]
+    terms = res_only.loss_terms(out1, z0, zc, t, noise)
+    abar, bbar = res_only.abar[t.long()], res_only.bbar[t.long()]
+    l_res1 = (out1 - (zc - z0)).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(terms["noise"].double(), ((1 - abar) / bbar).pow(2) * l_res1)
+    assert RDDM(steps=10).noise_weight == 0.0 and RDDM(steps=10, prediction="res_noise").noise_weight == 1.0
+    with pytest.raises(ConfigError, match="noise_weight"):
+        RDDM(steps=10, res_weight=0.0, noise_weight=0.0)

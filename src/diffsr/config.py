@@ -381,6 +381,8 @@ class RDDMConfig(Strict):
     noise_scale: float = Field(0.01, gt=0)
     prediction: Literal["res", "res_noise"] = "res"
     sample_steps: int | None = Field(None, ge=1)
+    res_weight: float = Field(1.0, ge=0)  # weight of the residual loss L_res
+    noise_weight: float | None = Field(None, ge=0)  # of the noise loss L_eps; None: 1 for res_noise, 0 for res
 
 
 class DirectConfig(Strict):

@@ -43,6 +43,11 @@ class RDDM(Process):
     generation). prediction: "res" (the default: C output channels like every other process) or
     "res_noise" (the net outputs 2C channels, residual then noise; see ``output_multiplier``).
     sample_steps: default sampling steps (None = T).
+    res_weight, noise_weight: the two separate losses, ``res_weight * MSE(res_hat, res) +
+    noise_weight * MSE(eps_hat, eps)`` (RDDM's L_res and L_eps). With ``prediction="res"`` the
+    noise estimate is derived from the residual, so its loss is the residual error weighted by
+    ((1 - abar_t) / bbar_t)^2 per t; its default weight is 0 there (RDDM's "SM-Res") and 1 with
+    ``"res_noise"`` ("SM-Res-N"). ``loss_terms`` returns both per-sample terms.
     """
 
     name = "rddm"
@@ -54,6 +59,8 @@ class RDDM(Process):
         noise_scale: float = 0.01,
         prediction: str = "res",
         sample_steps: int | None = None,
+        res_weight: float = 1.0,
+        noise_weight: float | None = None,
     ) -> None:
         if steps < 2:
             raise ConfigError(f"process.steps must be >= 2, got {steps}")
@@ -61,6 +68,12 @@ class RDDM(Process):
             raise ConfigError(f"process.noise_scale must be > 0, got {noise_scale}")
         if prediction not in PREDICTIONS:
             raise ConfigError(f"process.prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        noise_weight = (1.0 if prediction == "res_noise" else 0.0) if noise_weight is None else noise_weight
+        if res_weight < 0 or noise_weight < 0 or res_weight + noise_weight == 0:
+            raise ConfigError(
+                f"process.res_weight / noise_weight must be >= 0 and not both 0, got {res_weight}, {noise_weight}"
+            )
+        self.res_weight, self.noise_weight = float(res_weight), float(noise_weight)
         self.steps = int(steps)
         self.noise_scale = float(noise_scale)
         self.prediction = prediction
@@ -89,6 +102,23 @@ class RDDM(Process):
     def loss_weight(self, t: Tensor) -> Tensor:
         """Uniform (RDDM weights the residual and noise terms equally)."""
         return torch.ones(t.shape, device=t.device, dtype=compute_dtype(t.dtype))
+
+    def loss_terms(self, out: Tensor, z0: Tensor, zc: Tensor, t: Tensor, noise: Tensor) -> dict[str, Tensor]:
+        """The two per-sample losses (B,) before weighting: ``res`` and ``noise`` mean squared errors."""
+        res_hat, eps_hat = self.split(self.q_sample(z0, zc, t, noise), out, t, zc)
+        res = (zc - z0).float()
+        return {
+            "res": (res_hat.float() - res).pow(2).flatten(1).mean(1),
+            "noise": (eps_hat.float() - noise.float()).pow(2).flatten(1).mean(1),
+        }
+
+    def loss(self, out: Tensor, z0: Tensor, zc: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """``res_weight * L_res + noise_weight * L_eps`` per sample (B,)."""
+        terms = self.loss_terms(out, z0, zc, t, noise)
+        total = self.res_weight * terms["res"]
+        if self.noise_weight:
+            total = total + self.noise_weight * terms["noise"]
+        return total * self.loss_weight(t)
 
     def time_input(self, t: Tensor, like: Tensor) -> Tensor:
         """The network's time input ``t * 1000 / T``."""
