@@ -153,6 +153,10 @@ def eval_(
     lr_dir: Annotated[Path | None, typer.Option(help="Real LR images (same names), not a degradation.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the degradation's random draws (per image).")] = 0,
     crop: Annotated[int | None, typer.Option(help="Evaluate the centre crop x crop of each image.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Metric convention, e.g. --set eval.quantize=true (repeatable)."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Evaluate several methods on the same images with pinned metric conventions."""
@@ -162,7 +166,7 @@ def eval_(
     summary = run_eval(
         data=data, methods=method, out=out, scale=scale, steps=steps, channels=channels, limit=limit,
         crop_border=crop_border, lpips_weights=lpips_weights, samples=samples, degradation=degradation,
-        lr_dir=lr_dir, seed=seed, crop=crop, console=console,
+        lr_dir=lr_dir, seed=seed, crop=crop, eval_set=set_, console=console,
     )
     console.print(summary)
 
@@ -247,10 +251,28 @@ def config_cmd(
 _READER_LOGGERS = ("tifffile", "nibabel", "pydicom", "PIL")
 
 
+def _click_classes() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...],
+                               tuple[type[BaseException], ...]]:
+    """(usage/click errors, Exit, Abort) from click and from typer's vendored copy (typer >= 0.26
+    raises ``typer._click`` exceptions, which are not ``click`` classes); whichever exist."""
+    errors: list[type[BaseException]] = []
+    exits: list[type[BaseException]] = [typer.Exit]
+    aborts: list[type[BaseException]] = [typer.Abort]
+    for module in ("click", "typer._click"):
+        try:
+            mod = __import__(f"{module}.exceptions", fromlist=["exceptions"])
+        except ImportError:
+            continue
+        for name, bucket in (("ClickException", errors), ("Exit", exits), ("Abort", aborts)):
+            cls = getattr(mod, name, None)
+            if isinstance(cls, type) and issubclass(cls, BaseException):
+                bucket.append(cls)
+    return tuple(errors), tuple(exits), tuple(aborts)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; user errors -> one line and exit code 2."""
-    import click
-
+    click_errors, click_exits, click_aborts = _click_classes()
     args = sys.argv[1:] if argv is None else argv
     if not {"-v", "--verbose"} & set(args):
         for name in _READER_LOGGERS:
@@ -260,12 +282,16 @@ def main(argv: list[str] | None = None) -> None:
     except DiffsrError as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", soft_wrap=True)
         raise SystemExit(2) from None
-    except click.exceptions.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
-    except click.ClickException as exc:
-        err_console.print(f"[red]error:[/] {escape(exc.format_message())}", soft_wrap=True)
+    except click_exits as exc:
+        raise SystemExit(getattr(exc, "exit_code", 0)) from None
+    except click_errors as exc:
+        # usage errors (missing option, bad value, unknown option): one line, exit 2; a bare
+        # invocation has already printed the help and has nothing to add
+        message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+        if message:
+            err_console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
         raise SystemExit(2) from None
-    except click.exceptions.Abort:
+    except click_aborts:
         raise SystemExit(130) from None
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,16 @@ def run_eval(
     lr_dir: Path | None = None,
     seed: int = 0,
     crop: int | None = None,
+    eval_set: list[str] | None = None,
     console: Any = None,
 ) -> str:
     """Evaluate ``methods`` (bicubic | RUN | edsr:RUN ...) on the images under ``data``.
 
     The LR inputs come from ``lr_dir`` (real pairs, same file names) or are made from each HR
     by ``degradation`` (a registered name, seeded per image by ``seed``); ``crop`` keeps the
-    centre crop x crop of every test image.
+    centre crop x crop of every test image. ``eval_set``: ``eval.KEY=VALUE`` overrides of the
+    metric conventions (:class:`~diffsr.config.EvalConfig`), applied after ``crop_border`` /
+    ``lpips_weights``.
     """
     from diffsr.data.datasets import load_eval_items
     from diffsr.data.degrade import DEGRADATIONS
@@ -58,6 +62,7 @@ def run_eval(
         raise DiffsrError(f"--lr-dir: {lr_dir} is not a folder")
     if crop is not None and crop < 8:
         raise DiffsrError(f"--crop: {crop} is too small (at least 8)")
+    eval_cfg = eval_config(eval_set, crop_border=crop_border, lpips_weights=lpips_weights)
     items = load_eval_items(data, scale, channels, max_slices=limit, degradation=degradation,
                             lr_dir=lr_dir, seed=seed, crop=crop)
     if limit is not None:
@@ -73,9 +78,12 @@ def run_eval(
         resolved[name] = fn
         if len(steps) > 1 and spec != "bicubic" and ":" not in spec:
             sweep[name] = {s: method_from_spec(spec, scale, steps=s)[1] for s in steps}
-    conv = Conventions.from_config(
-        EvalConfig(crop_border=crop_border, lpips_weights=lpips_weights), scale
-    )
+    conv = Conventions.from_config(eval_cfg, scale)
+    if channels == 1 and any(_is_rgb(item) for item in items):
+        conv = dataclasses.replace(conv, rgb_input=(
+            "channels=1: each RGB file's HR is its BT.601 studio-swing Y "
+            "(65.481 R + 128.553 G + 24.966 B + 16) / 255 in [16/255, 235/255], made before the LR; "
+            "SR and HR are compared on that Y"))
     result = evaluate(
         items, resolved, conv, out, steps_sweep=sweep or None, scale=scale,
         reproduce="diffsr " + " ".join(sys.argv[1:]) if sys.argv else None,
@@ -96,6 +104,42 @@ def run_eval(
     return "\n".join(lines + calibration_lines)
 
 
+def _is_rgb(item: Any) -> bool:
+    array = getattr(getattr(item, "record", None), "array", None)
+    return array is not None and array.ndim == 4 and array.shape[1] == 3
+
+
+def eval_config(overrides: list[str] | None, *, crop_border: int | None = None,
+                lpips_weights: str | None = None) -> EvalConfig:
+    """An :class:`EvalConfig` from ``--crop-border`` / ``--lpips-weights`` and ``--set eval.KEY=VALUE``
+    overrides, type-checked by pydantic; a bad key or value is a one-line ConfigError naming it."""
+    from pydantic import ValidationError
+
+    from diffsr.config import parse_override
+    from diffsr.core.errors import ConfigError
+
+    data: dict[str, Any] = {}
+    if crop_border is not None:
+        data["crop_border"] = crop_border
+    if lpips_weights is not None:
+        data["lpips_weights"] = lpips_weights
+    for item in overrides or []:
+        parts, value = parse_override(item)
+        if len(parts) != 2 or parts[0] != "eval":
+            raise ConfigError(f"--set {item!r}: diffsr eval takes eval.KEY=VALUE "
+                              f"(keys: {', '.join(EvalConfig.model_fields)})")
+        if parts[1] not in EvalConfig.model_fields:
+            raise ConfigError(f"--set {item!r}: unknown key eval.{parts[1]} "
+                              f"(one of {', '.join(EvalConfig.model_fields)})")
+        data[parts[1]] = value
+    try:
+        return EvalConfig.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = "eval." + ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"--set {key}: {first['msg']} (got {first.get('input')!r})") from None
+
+
 def run_bench(
     *,
     configs: list[str],
@@ -112,18 +156,25 @@ def run_bench(
 
     if device == "cuda" and not torch.cuda.is_available():
         raise DiffsrError("--device cuda: CUDA is not available on this machine")
+    if size < 16:
+        raise DiffsrError(f"--size: {size} is too small (at least 16 pixels)")
+    if repeat < 1:
+        raise DiffsrError(f"--repeat: must be >= 1, got {repeat}")
+    if steps and min(steps) < 1:
+        raise DiffsrError(f"--steps: must be >= 1, got {min(steps)}")
     rows = []
     for source in configs:
         cfg = load_config(source)
         model = build_model(cfg).to(device).eval()
-        c = cfg.data.channels
+        c, k = cfg.data.channels, cfg.data.scale
         for s in steps or [cfg.sample.steps or model.process.default_steps]:
 
-            def sample(lr_up: torch.Tensor, s: int = s, model: Any = model) -> torch.Tensor:
-                return model.sample(lr_up, steps=s)
+            def sample(lr_up: torch.Tensor, lr: torch.Tensor, s: int = s, model: Any = model) -> torch.Tensor:
+                # a feed-forward baseline maps the LR itself; a diffusion model samples from lr_up
+                return model.sample(lr_up, steps=s, lr=lr if model.is_baseline else None)
 
-            row = benchmark_model(sample, [(1, c, size, size)], steps=1, device=device, repeat=repeat,
-                                  name=f"{cfg.name} ({s} steps)")
+            row = benchmark_model(sample, [(1, c, size, size), (1, c, max(1, size // k), max(1, size // k))],
+                                  steps=1, device=device, repeat=repeat, name=f"{cfg.name} ({s} steps)")
             row["params"] = sum(p.numel() for p in model.parameters())
             row["steps"] = s  # the timed call runs the whole s-step sampler once
             row["sampling_steps"] = s

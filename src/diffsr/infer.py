@@ -87,9 +87,14 @@ def super_resolve(
     Channel counts that differ from the model's are handled explicitly: a 1-channel model
     processes each channel of an RGB image separately; a 3-channel model gets a grey image
     replicated and returns the channel mean.
-    """
-    from diffsr.data.degrade import upsample
 
+    Tiling (``tile`` / ``overlap`` in HR pixels): a diffusion model samples overlapping tiles of
+    the upsampled LR, each from its slice of one starting-noise field drawn for the whole padded
+    latent (so tiles agree with the untiled sample up to the tiles' limited context; ResShift's
+    per-step noise is drawn per tile). A feed-forward baseline (EDSR/RCAN/SwinIR) is tiled on
+    the LR grid (LR tile -> net -> SR tile, blended on the HR grid). Data consistency, when on,
+    is applied once to the stitched image, and to a baseline's output (tiled or not).
+    """
     model = loaded.model
     device = next(iter(model.parameters()), torch.empty(0)).device
     lr = lr.to(device=device, dtype=torch.float32)
@@ -110,30 +115,65 @@ def super_resolve(
     tile = tile if tile is not None else sample_cfg.tile
     overlap = sample_cfg.overlap if overlap is None else overlap
     seed = sample_cfg.seed if seed is None else seed
-    lr_up = upsample(lr, loaded.scale)
-    tiled = bool(tile) and (lr_up.shape[-1] > tile or lr_up.shape[-2] > tile)  # type: ignore[operator]
-    # a tile has no LR measurement of its own: tiles are sampled without the hook and the
-    # stitched image is made consistent with the whole LR once
-    hook = None if tiled else _consistency_hook(loaded, lr)
+    s = loaded.scale
+    tiled = bool(tile) and (h * s > tile or w * s > tile)  # type: ignore[operator]
 
-    def run(x: Tensor) -> Tensor:
+    def generator(offset: int = 0) -> torch.Generator:
         gen = torch.Generator(device=device)
-        gen.manual_seed(seed)
-        return model.sample(x, steps=steps, generator=gen, x0_hook=hook, lr=lr if model.is_baseline else None)
+        gen.manual_seed(seed + offset)
+        return gen
 
     with torch.no_grad():
-        if not tiled:
-            return run(lr_up)
-        from diffsr.consistency import Consistency, consistency_active
-        from diffsr.data.tiling import tiled_apply
+        if model.is_baseline:
+            # feed-forward: LR tile -> net -> SR tile, blended on the HR grid (tile / overlap are
+            # HR pixels, as for the diffusion models, divided by the scale on the LR grid)
+            def run_baseline(x: Tensor) -> Tensor:
+                return model.sample(x.new_empty(*x.shape[:2], x.shape[-2] * s, x.shape[-1] * s), lr=x)
 
-        stitched = tiled_apply(run, lr_up, tile=tile, overlap=overlap, multiple=model.codec.downsample)  # type: ignore[arg-type]
+            if tiled:
+                from diffsr.data.tiling import tiled_apply
+
+                sr = tiled_apply(run_baseline, lr, tile=max(1, tile // s), overlap=overlap // s,  # type: ignore[operator]
+                                 scale=s)
+            else:
+                sr = run_baseline(lr)
+        else:
+            from diffsr.data.degrade import upsample
+
+            lr_up = upsample(lr, s)
+            if not tiled:
+                hook = _consistency_hook(loaded, lr)
+                return model.sample(lr_up, steps=steps, generator=generator(), x0_hook=hook)
+            from diffsr.data.tiling import tiled_apply
+            from diffsr.processes.common import randn
+
+            # one starting-noise field for the whole (padded) latent, drawn exactly as the untiled
+            # sampler draws it; each tile samples from its slice. Per-step noise (ResShift only)
+            # cannot be sliced: each tile draws it from its own seed (seed + 1 + tile index).
+            d = model.codec.downsample
+            hp, wp = -(-h * s // d) * d, -(-w * s // d) * d
+            noise = randn((b, model.codec.latent_channels(mc), hp // d, wp // d), device=device,
+                          dtype=torch.float32, generator=generator())
+            count = [0]
+
+            def run_tile(x: Tensor, y0: int, x0: int) -> Tensor:
+                th, tw = x.shape[-2:]
+                tile_noise = noise[..., y0 // d : (y0 + th) // d, x0 // d : (x0 + tw) // d]
+                count[0] += 1
+                # a tile has no LR measurement of its own: tiles are sampled without the hook and
+                # the stitched image is made consistent with the whole LR once (below)
+                return model.sample(x, steps=steps, generator=generator(count[0]), noise=tile_noise)
+
+            sr = tiled_apply(run_tile, lr_up, tile=tile, overlap=overlap, multiple=d,  # type: ignore[arg-type]
+                             with_origin=True)
+        from diffsr.consistency import Consistency, consistency_active
+
         if not consistency_active(sample_cfg):
-            return stitched
-        fix = Consistency(lr, loaded.scale, sample_cfg.consistency, iters=sample_cfg.consistency_iters,
+            return sr
+        fix = Consistency(lr, s, sample_cfg.consistency, iters=sample_cfg.consistency_iters,
                           guidance=sample_cfg.guidance, degradation=loaded.config.data.degradation.name)
-        log.info("tiled sampling: data consistency applied to the stitched image")
-        return fix(stitched).clamp(0, 1)
+        log.info("data consistency applied to the %s", "stitched image" if tiled else "baseline output")
+        return fix(sr).clamp(0, 1)
 
 
 def check_output_dir(out: Path, inputs: Iterable[Path]) -> None:
@@ -237,6 +277,12 @@ def _std_name(name: str) -> str:
     return f"{p.stem}_std{p.suffix}" if p.suffix else f"{name}_std"
 
 
+def _first_conv_channels(net: torch.nn.Module) -> int:
+    """Input channels of a network's first convolution (0 when it has none)."""
+    conv = next((m for m in net.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    return int(conv.in_channels) if conv is not None else 0
+
+
 def method_from_spec(
     spec: str, scale: int, *, steps: int | None = None, device: str | None = None
 ) -> tuple[str, Callable[[Tensor, int], Tensor]]:
@@ -265,9 +311,20 @@ def method_from_spec(
         if info.get("scale") not in (None, scale):
             raise DiffsrError(f"{p}: a x{info['scale']} model, evaluation asks for x{scale}")
         net = net.eval()
+        net_c = int(info.get("in_channels") or 0) or _first_conv_channels(net)
 
         def run_baseline(lr: Tensor, s: int) -> Tensor:
+            # the same channel handling as super_resolve: a 3-channel net gets a grey image
+            # replicated and returns the channel mean; a 1-channel net runs per channel
+            b, c, h, w = lr.shape
             with torch.no_grad():
+                if net_c and c != net_c:
+                    if net_c == 1:
+                        sr = net(lr.reshape(b * c, 1, h, w))
+                        return sr.reshape(b, c, *sr.shape[-2:]).clamp(0, 1)
+                    if c == 1:
+                        return net(lr.expand(b, net_c, h, w)).clamp(0, 1).mean(1, keepdim=True)
+                    raise DataError(f"{p}: the model takes {net_c} channels, the images have {c}")
                 return net(lr).clamp(0, 1)
 
         run_baseline.params = sum(p.numel() for p in net.parameters())  # type: ignore[attr-defined]

@@ -536,6 +536,23 @@ def _as_degradation(degradation: Degradation | DegradationConfig | str | None, s
     return build_degradation(degradation, scale)
 
 
+#: BT.601 "studio swing" Y, the evaluation convention (diffsr.eval.metrics.rgb_to_y, BasicSR
+#: rgb2ycbcr(y_only=True)): Y = (65.481 R + 128.553 G + 24.966 B + 16) / 255, RGB in [0, 1]
+EVAL_Y_WEIGHTS = (65.481, 128.553, 24.966)
+EVAL_Y_OFFSET = 16.0
+
+
+def _eval_y(loaded: _Loaded, channels: int) -> _Loaded:
+    """For 1-channel evaluation of an RGB file: the HR becomes the BT.601 studio-swing Y of the
+    RGB (in [16/255, 235/255]) instead of the training loader's full-range luma."""
+    if channels != 1 or loaded.record.array.ndim != 4 or loaded.record.array.shape[1] != 3:
+        return loaded
+    rgb = loaded.intensity.forward(loaded.record.array).astype(np.float64)
+    w = np.asarray(EVAL_Y_WEIGHTS, dtype=np.float64).reshape(1, 3, 1, 1)
+    y = ((rgb * w).sum(axis=1, keepdims=True) + EVAL_Y_OFFSET) / 255.0
+    return _Loaded(loaded.path, loaded.record, loaded.intensity, y.astype(np.float32), loaded.slices)
+
+
 def load_eval_items(
     path: str | Path,
     scale: int,
@@ -563,23 +580,26 @@ def load_eval_items(
     ``crop``: keep the centre ``crop`` x ``crop`` of each HR (rounded down to a multiple of
     ``scale``; images smaller than that stay whole) before the LR is made; with ``lr_dir`` the
     matching LR region is cut out.
+    With ``channels=1`` an RGB file's HR (and a paired LR file) is its BT.601 studio-swing Y,
+    ``(65.481 R + 128.553 G + 24.966 B + 16) / 255`` (the metrics' ``rgb_to_y``, the BasicSR
+    convention), not the training loader's full-range luma.
     """
     if crop is not None and crop < scale:
         raise DataError(f"crop: {crop} is smaller than the scale {scale}")
     deg = _as_degradation(degradation, scale)
     items: list[EvalItem] = []
     for p in list_inputs(path):
-        loaded = _load(p, channels=channels, normalization=normalization, percentiles=percentiles,
-                       window=window, slice_axis=slice_axis, volume_index=volume_index,
-                       min_foreground=min_foreground)
+        loaded = _eval_y(_load(p, channels=channels, normalization=normalization, percentiles=percentiles,
+                               window=window, slice_axis=slice_axis, volume_index=volume_index,
+                               min_foreground=min_foreground), channels)
         lr_loaded = None
         if lr_dir is not None:
             lr_path = Path(lr_dir) / p.name
             if not lr_path.exists():
                 raise DataError(f"{lr_path}: no LR file for {p} in lr_dir")
-            lr_loaded = _load(lr_path, channels=channels, normalization=None, percentiles=percentiles,
-                              window=window, slice_axis=slice_axis, volume_index=volume_index,
-                              min_foreground=0.0, intensity=loaded.intensity)
+            lr_loaded = _eval_y(_load(lr_path, channels=channels, normalization=None, percentiles=percentiles,
+                                      window=window, slice_axis=slice_axis, volume_index=volume_index,
+                                      min_foreground=0.0, intensity=loaded.intensity), channels)
         slices = loaded.slices
         if max_slices is not None and len(slices) > max_slices:
             picks = np.linspace(0, len(slices) - 1, max_slices).round().astype(int)

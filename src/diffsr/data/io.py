@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from diffsr.core.atomic import atomic_path
+from diffsr.core.atomic import atomic_folder, atomic_path
 from diffsr.core.errors import DataError
 
 if TYPE_CHECKING:
@@ -804,9 +804,12 @@ def _write_png(path: Path, data: np.ndarray) -> Path:
         _write_png_file(path, hwc[0])
         return path
     folder = path.with_name(_stem(path)) if _suffix(path) == ".png" else path
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(hwc):
-        _write_png_file(folder / f"{_stem(path)}_{i:04d}.png", img)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder}: PNG slice output is a folder, but a file of that name exists")
+    # written into a temporary sibling folder, renamed at the end: never a half-written series
+    with atomic_folder(folder) as tmp:
+        for i, img in enumerate(hwc):
+            _write_png_file(tmp / f"{_stem(path)}_{i:04d}.png", img)
     return folder
 
 
@@ -901,19 +904,28 @@ def _ds(value: float) -> str:
 
 
 def _write_dicom(path: Path, values: np.ndarray, like: Record, scale: int) -> Path:
-    import pydicom
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
     if like.format != "dicom" or not like.headers:
         raise DataError(f"{path}: DICOM output needs a DICOM input (got {like.format})")
-    n, c, h, w = values.shape
+    n = values.shape[0]
     headers = like.headers
     multi_frame = len(headers) == 1 and n > 1
     if not multi_frame and len(headers) != n:
         raise ValueError(f"array_unit: {n} slices, but the DICOM input has {len(headers)}")
     if path.exists() and not path.is_dir():
         raise DataError(f"{path}: DICOM output is a folder, but a file of that name exists")
-    path.mkdir(parents=True, exist_ok=True)
+    # written into a temporary sibling folder, renamed at the end: never a half-written series
+    with atomic_folder(path) as tmp:
+        _write_dicom_files(tmp, values, like, scale)
+    return path
+
+
+def _write_dicom_files(path: Path, values: np.ndarray, like: Record, scale: int) -> None:
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    n, c, h, w = values.shape
+    headers = like.headers or []
+    multi_frame = len(headers) == 1 and n > 1
     series_uid = generate_uid()
     description = f"{like.meta.get('series_description', '')} super-resolved x{scale} (diffsr)".strip()
     files = like.meta.get("files") or []
@@ -968,7 +980,6 @@ def _write_dicom(path: Path, values: np.ndarray, like: Record, scale: int) -> Pa
         names.add(name)
         with atomic_path(path / name) as tmp:
             _save_dicom(ds, tmp)
-    return path
 
 
 def _save_dicom(ds: Any, target: Path) -> None:

@@ -59,6 +59,8 @@ class Conventions:
     sharpness_cutoff: the band of :func:`sharpness_ratio`, as a fraction of the HR Nyquist
         frequency (0.5 / scale: half the LR Nyquist frequency).
     precision: dtype the metrics are computed in.
+    rgb_input: how RGB files were turned into the evaluated images, when they were (e.g. the
+        BT.601 studio-swing Y of 1-channel evaluation); None when no conversion was made.
     """
 
     data_range: float = 1.0
@@ -71,6 +73,7 @@ class Conventions:
     lpips_backbone_weights: str | None = None
     sharpness_cutoff: float = 0.125
     precision: str = "float64"
+    rgb_input: str | None = None
 
     def __post_init__(self) -> None:
         if self.data_range <= 0:

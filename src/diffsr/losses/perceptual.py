@@ -132,7 +132,18 @@ def resolve_lpips_weights(
 
 
 def _load(path: Path) -> dict[str, Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """A weights file through the project's safe loader (weights_only; a corrupt, truncated or
+    code-carrying file is a one-line ConfigError naming it)."""
+    from diffsr.core.errors import CheckpointError
+    from diffsr.train.checkpoint import safe_torch_load
+
+    try:
+        state = safe_torch_load(path)
+    except CheckpointError as err:
+        raise ConfigError(f"LPIPS weights {err}") from None
+    except Exception as err:  # a garbage file can make the unpickler fail in any way
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise ConfigError(f"LPIPS weights {path}: not a readable weights file ({reason})") from None
     if not isinstance(state, dict):
         raise ConfigError(f"LPIPS weights {path}: expected a state dict, got {type(state).__name__}")
     return state
