@@ -54,7 +54,8 @@ def run_audit(source: str, overrides: list[str]) -> str:
         )
         return {"diffusion": out.diffusion.mean(), **losses}
 
-    params = [p for p in model.parameters() if p.requires_grad]
+    # the denoiser's parameters only: a learnable codec's convolutions must not make a term look reachable
+    params = [p for p in model.net.parameters() if p.requires_grad]
     result = audit_reachability(stack, probe, params)
     result.raise_if_failed()
     lo, hi = model.process.t_range

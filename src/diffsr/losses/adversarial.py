@@ -128,6 +128,17 @@ def r1_penalty(d_out_real: Tensor, real: Tensor, gamma: float = 10.0) -> Tensor:
 
 
 _D_LOSSES = {"hinge": hinge_d_loss, "nonsaturating": nonsaturating_d_loss}
+#: the discriminator losses' real and fake halves (patch maps), for batches of different sizes
+_D_PARTS = {
+    "hinge": (lambda r: F.relu(1 - r), lambda f: F.relu(1 + f)),
+    "nonsaturating": (lambda r: F.softplus(-r), lambda f: F.softplus(f)),
+}
+
+
+def _distributed() -> bool:
+    """True in a multi-process run (torch.distributed initialised with more than one process)."""
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 _G_LOSSES = {"hinge": hinge_g_loss, "nonsaturating": nonsaturating_g_loss}
 
 
@@ -160,6 +171,8 @@ class GANLoss(nn.Module):
         self.discriminator = NLayerDiscriminator(channels, width=width, layers=layers)
         self.optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=lr, betas=betas)
         self.step = 0
+        self.skipped_steps = 0  # discriminator steps skipped for a NaN/Inf loss or gradient
+        self.last_rows = 0  # rows the last discriminator step learnt from (0: none, or skipped)
 
     def set_step(self, step: int) -> None:
         """The current training step (drives the warm-up)."""
@@ -186,8 +199,15 @@ class GANLoss(nn.Module):
     ) -> dict[str, float]:
         """One AdamW step of D on ``real`` vs detached ``fake``; lazy R1 every ``r1_interval`` steps.
 
-        Returns {"d_loss", "d_real", "d_fake", "r1"} (mean logits; r1 is 0.0 on steps without it).
-        ``mask`` is accepted for symmetry; padding is part of both images, so it is not needed.
+        Returns {"d_loss", "d_real", "d_fake", "r1"} (mean logits; r1 is 0.0 on steps without it;
+        all 0.0 without rows). ``real`` and ``fake`` may hold different numbers of rows (unpaired rows give
+        fakes but no reals). ``mask`` is accepted for symmetry; padding is part of both images.
+
+        With no rows (``real`` or ``fake`` empty) D does not learn; a step whose loss or gradient
+        norm is NaN/Inf is skipped and counted in ``skipped_steps``. In a multi-process run the
+        optimiser still steps in both cases, with zero gradients and ``last_rows`` 0, so that every
+        process takes part in the gradient all-reduce the trainer hooks onto it (see
+        ``Trainer._sync_term_optimizers``, which then averages over the rows of all processes).
         """
         del mask
         if step is not None:
@@ -195,21 +215,37 @@ class GANLoss(nn.Module):
         self.discriminator.train()
         real = real.detach()
         fake = fake.detach()
+        self.last_rows = 0
+        if real.shape[0] == 0 or fake.shape[0] == 0:
+            self._idle_step()
+            return {"d_loss": 0.0, "d_real": 0.0, "d_fake": 0.0, "r1": 0.0}
+        real_part, fake_part = _D_PARTS[self.loss]
         with torch.enable_grad():
             do_r1 = self.r1_gamma > 0 and self.step % self.r1_interval == 0
             if do_r1:
                 real.requires_grad_(True)
             real_logits = self.discriminator(real)
             fake_logits = self.discriminator(fake)
-            d_loss = _D_LOSSES[self.loss](real_logits, fake_logits).mean()
+            # mean over the real rows + mean over the fake rows (their counts may differ)
+            d_loss = patch_mean(real_part(real_logits)).mean() + patch_mean(fake_part(fake_logits)).mean()
             total = d_loss
             r1 = torch.zeros((), device=real.device)
             if do_r1:
                 r1 = r1_penalty(real_logits, real, self.r1_gamma).mean()
                 total = total + self.r1_interval * r1
             self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            self.optimizer.step()
+            ok = bool(torch.isfinite(total.detach()))
+            if ok:
+                total.backward()
+                grads = [p.grad for p in self.discriminator.parameters() if p.grad is not None]
+                ok = not grads or bool(torch.isfinite(torch.stack([g.norm() for g in grads]).norm()))
+            if ok:
+                self.last_rows = int(fake.shape[0])
+                self.optimizer.step()
+            else:
+                # NaN/Inf loss or gradient: keep D as it is (its weights and Adam moments)
+                self.skipped_steps += 1
+                self._idle_step()
         return {
             "d_loss": float(d_loss.detach()),
             "d_real": float(real_logits.detach().mean()),
@@ -217,12 +253,42 @@ class GANLoss(nn.Module):
             "r1": float(r1.detach()),
         }
 
+    def _idle_step(self) -> None:
+        """No update here; in a multi-process run still step (zero gradients, ``last_rows`` 0) for the collective."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if _distributed():
+            for p in self.discriminator.parameters():
+                p.grad = torch.zeros_like(p)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+
+    def repair_nonfinite(self) -> bool:
+        """Re-initialise D and its optimiser state if either holds NaN/Inf (e.g. from a checkpoint).
+
+        Returns True when it repaired something. The new weights derive from a fixed seed, so
+        every process of a multi-process run gets the same ones.
+        """
+        tensors = list(self.discriminator.parameters())
+        for state in self.optimizer.state.values():
+            tensors += [v for v in state.values() if isinstance(v, Tensor) and v.is_floating_point()]
+        if all(bool(torch.isfinite(t).all()) for t in tensors):
+            return False
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            for module in self.discriminator.modules():
+                reset = getattr(module, "reset_parameters", None)
+                if module is not self.discriminator and callable(reset):
+                    reset()
+        self.optimizer.state.clear()
+        return True
+
     def get_extra_state(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "step": self.step}
+        return {"optimizer": self.optimizer.state_dict(), "step": self.step, "skipped": self.skipped_steps}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+        self.skipped_steps = int(state.get("skipped", 0))
 
     def extra_repr(self) -> str:
         return (

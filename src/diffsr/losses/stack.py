@@ -114,6 +114,11 @@ class LatentL2Loss(nn.Module):
 # ----------------------------------------------------------------------------- terms
 
 
+def _is_gan(term: LossTerm) -> bool:
+    """A pixel-space term that trains its own discriminator (``discriminator_step``)."""
+    return term.space == "pixel" and hasattr(term.module, "discriminator_step")
+
+
 class _FunctionTerm(nn.Module):
     """Wraps a plain function ``fn(pred, target, mask) -> (B,)`` as a module."""
 
@@ -402,11 +407,21 @@ class LossStack(nn.Module):
             weights.append(w)
             gates.append(gate)
             factors.append(w * gate)
-        active = torch.stack(factors).gt(0).cpu() if factors else torch.zeros(0, b, dtype=torch.bool)
+        # a GAN term's discriminator learns on every row its gate (and pairing) opens, even while
+        # the generator-side weight is 0 (its warm-up): those rows are decoded too
+        gan = [k for k, term in enumerate(self.terms) if _is_gan(term)]
+        nt = len(self.terms)
+        rows_plan = factors + [gates[k] for k in gan]
+        plan = torch.stack(rows_plan).gt(0).cpu() if rows_plan else torch.zeros(0, b, dtype=torch.bool)
+        active = plan[:nt]
+        d_active = {k: plan[nt + i] for i, k in enumerate(gan)}
         pixel_rows = torch.zeros(b, dtype=torch.bool)
         for k, term in enumerate(self.terms):
             if term.space == "pixel":
                 pixel_rows |= active[k]
+        for rows_k in d_active.values():
+            pixel_rows |= rows_k
+        paired_cpu = paired.detach().to("cpu", torch.bool) if paired is not None else None
 
         # -- the one shared decode
         decode_calls = 0
@@ -424,9 +439,17 @@ class LossStack(nn.Module):
         if diffusion is not None:
             dw = self.diffusion_weight
             diff = diffusion.float() if diffusion.dtype in (torch.float16, torch.bfloat16) else diffusion
+            raw, fraction = diff.detach().mean(), 1.0
+            if paired_cpu is not None and not bool(paired_cpu.all()):
+                # an unpaired row's "hr" is a placeholder (its lr_up): no diffusion target there.
+                # Normalised by the whole batch B, like a gated term (docs/losses.md)
+                keep = paired_cpu.to(diff.device)
+                diff = torch.where(keep, diff, torch.zeros_like(diff))
+                n_paired = int(paired_cpu.sum())
+                raw, fraction = diff.detach().sum() / max(n_paired, 1), n_paired / b
             contribution = dw * diff.sum() / b if dw > 0 else None
             results.append(
-                _Computed("diffusion", contribution, diff.detach().mean(), dw, 1.0 if dw > 0 else 0.0)
+                _Computed("diffusion", contribution, raw, dw, fraction if dw > 0 else 0.0, track_dead=fraction > 0)
             )
             ref = contribution
 
@@ -473,10 +496,21 @@ class LossStack(nn.Module):
                 contribution = (f.to(loss.dtype) * loss).sum() / b
             if ref is None and not isinstance(term.weight, Adaptive):
                 ref = contribution
-            if hasattr(module, "discriminator_step") and term.space == "pixel":
-                self._gan_cache[term.key] = (target.detach(), pred.detach())
             computed[k] = _Computed(term.key, contribution, loss.detach().mean(), w_report, n / b, track)
         results += [computed[k] for k in range(len(self.terms))]
+
+        # -- what each discriminator learns from: fakes on its gate-open rows, reals on the
+        # paired ones among them (an unpaired row's hr is only a placeholder). Every GAN term
+        # gets an entry, maybe empty, so that every process steps its discriminator (collectives)
+        for k in gan:
+            d_rows = d_active[k].nonzero().squeeze(1)
+            if d_rows.numel() == 0 or hr is None or x0_hat is None:
+                empty = (hr if hr is not None else z0_hat)[:0].detach()
+                self._gan_cache[self.terms[k].key] = (empty, empty)
+                continue
+            fake = x0_hat[union_pos[d_rows].to(device)].detach()
+            real_rows = d_rows if paired_cpu is None else d_rows[paired_cpu[d_rows]]
+            self._gan_cache[self.terms[k].key] = (hr[real_rows.to(device)].detach(), fake)
         return self._finish(results, b, device, fdtype, decode_calls, union.numel(), z0_hat)
 
     # ------------------------------------------------------------------ total, policies, report
@@ -569,7 +603,11 @@ class LossStack(nn.Module):
 
         Calls ``module.discriminator_step(real=hr rows, fake=x0_hat rows (detached), step=step)``
         and returns its statistics as ``{"<key>/<name>": value}``; the cache is cleared after.
-        A GAN term inactive on the last forward does not step.
+        The rows are those the term's gate (and pairing) opens, whatever its weight (a GAN
+        warm-up trains D while the generator weight is 0); reals are the paired ones. Every GAN
+        term of the last forward is called, with empty tensors when it had no rows: the module
+        then does not learn, but in a multi-process run it still takes part in the gradient
+        all-reduce, so the processes' collectives match.
         """
         out: dict[str, float] = {}
         for key, (real, fake) in self._gan_cache.items():

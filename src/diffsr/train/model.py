@@ -52,13 +52,20 @@ class SRModel(nn.Module):
         """(z0, zc): the HR target and the LR condition in the codec's space.
 
         A baseline also needs the LR image itself: it travels in ``zc.side["lr"]``.
+
+        The target z0 is built without gradient: a learnable codec (wavelet layout
+        ``all_learnable``) must not be trained to move its own target towards the prediction
+        (the diffusion MSE would otherwise pull ``codec.down`` towards 0). The condition zc keeps
+        its gradient, so the codec still learns through the condition and through the decode.
         """
         zc = self.codec.encode(lr_up)
         if self.is_baseline:
             if lr is None:
                 raise ValueError("a baseline model needs the LR image (lr=...)")
             zc = Latent(zc.z, {**zc.side, "lr": lr})
-        return self.codec.encode(hr), zc
+        with torch.no_grad():
+            z0 = self.codec.encode(hr)
+        return z0, zc
 
     def bind_net(self, zc: Latent) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
         """The network as the process calls it, ``(x, t_input, cond) -> out``."""

@@ -45,14 +45,24 @@ class TrainResult:
     skipped_steps: int = 0
     val: dict[str, float] = field(default_factory=dict)
     nonfinite_terms: int = 0  # loss terms dropped for NaN/Inf (policy skip_term), summed over steps
+    skipped_discriminator_steps: int = 0  # GAN discriminator steps skipped for a NaN/Inf loss or gradient
+
+
+_COMPILED = "_orig_mod."  # the attribute torch.compile's wrapper module keeps the original under
+
+
+def _plain_key(key: str) -> str:
+    """A state-dict key without torch.compile's wrapper level ('net._orig_mod.x' -> 'net.x')."""
+    return key.replace(_COMPILED, "")
 
 
 def trainable_state(model: SRModel) -> dict[str, Tensor]:
     """The weights a checkpoint stores: the denoiser and any learnable codec parameters.
 
-    A frozen VAE is not copied into every checkpoint: it is reloaded from ``codec.path``.
+    A frozen VAE is not copied into every checkpoint: it is reloaded from ``codec.path``. Keys
+    are those of the un-compiled model (a ``torch.compile`` wrapper's ``_orig_mod.`` is dropped).
     """
-    state = model.state_dict()
+    state = {_plain_key(k): v for k, v in model.state_dict().items()}
     keep_codec = model.codec.is_learned
     return {k: v for k, v in state.items() if not k.startswith("codec.") or keep_codec}
 
@@ -60,9 +70,13 @@ def trainable_state(model: SRModel) -> dict[str, Tensor]:
 def load_trainable_state(model: SRModel, state: dict[str, Tensor]) -> None:
     """Load what ``trainable_state`` saved; anything else must already be in the model.
 
-    Wrong keys, wrong shapes and NaN/Inf weights are :class:`CheckpointError` (one line).
+    Wrong keys, wrong shapes and NaN/Inf weights are :class:`CheckpointError` (one line). Keys
+    saved from a compiled net by older versions (``net._orig_mod.*``) load too, into a
+    compiled model or not.
     """
     own = model.state_dict()
+    alias = {_plain_key(k): k for k in own}
+    state = {alias.get(_plain_key(k), _plain_key(k)): v for k, v in state.items()}
     wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     if wrong:
         k = wrong[0]
@@ -132,6 +146,11 @@ def step_generator(seed: int, step: int, device: torch.device) -> torch.Generato
     g = torch.Generator(device=device)
     g.manual_seed((seed * 1_000_003 + step * 7_919 + 12_345) % (2**63 - 1))
     return g
+
+
+def global_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of torch's global RNG for step ``step`` on process ``rank`` (dropout and the like)."""
+    return (seed * 998_244_353 + step * 104_729 + rank * 1_299_709 + 4_242) % (2**63 - 1)
 
 
 class BatchStream:
@@ -237,15 +256,19 @@ class Trainer:
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
         model = model.to(acc.device)
+        # the EMA copies the plain model (before compiling): its shadow is never a compiled module
+        self.ema = EMA(model, cfg.train.ema_decay) if cfg.train.ema_decay else None
         if cfg.train.compile:
-            model.net = torch.compile(model.net, dynamic=False)  # type: ignore[assignment]
+            # compiled in place (nn.Module.compile): model.net stays the original module, so the
+            # state dict keeps its plain keys ('net.*', not 'net._orig_mod.*') and checkpoints
+            # load in load_model / sr / eval without torch.compile
+            model.net.compile(dynamic=False)
         # the model is not wrapped in DDP: gradients are averaged explicitly (see _sync_grads),
         # which works the same for gloo/NCCL and keeps SRModel's methods callable as they are
         self.optimizer = acc.prepare(optimizer)
         self.model = model
         self.scheduler = scheduler
         self.raw_model: SRModel = model
-        self.ema = EMA(self.raw_model, cfg.train.ema_decay) if cfg.train.ema_decay else None
         self.step = 0
         self.skipped = 0
         self.nonfinite_terms = 0
@@ -263,7 +286,8 @@ class Trainer:
         ckpt = read_checkpoint(found[-1])
         load_trainable_state(self.raw_model, ckpt["model"])
         if self.ema is not None and ckpt["ema"] is not None:
-            self.ema.load_state_dict({**self.ema.shadow.state_dict(), **ckpt["ema"]})
+            ema_state = {_plain_key(k): v for k, v in ckpt["ema"].items()}  # an old compiled run's keys
+            self.ema.load_state_dict({**self.ema.shadow.state_dict(), **ema_state})
         state = ckpt["state"]
         need = ("step", "optimizer", "scheduler")
         if not isinstance(state, dict) or any(k not in state for k in need):
@@ -277,6 +301,11 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("stack"):
             self.stack.load_state_dict(state["stack"], strict=False)
+        for name, module in self.stack.named_modules():
+            repair = getattr(module, "repair_nonfinite", None)
+            if callable(repair) and repair():
+                log.warning("%s/state.pt: NaN/Inf in the discriminator %s (weights or optimiser state): "
+                            "re-initialised it", found[-1], name)
         if self.ema is not None:
             self.ema.updates = int(state.get("ema_updates", 0))
         self.step = int(state["step"])
@@ -351,16 +380,38 @@ class Trainer:
         import torch.distributed as dist
 
         world = self.world
+        optimizers = term_optimizers(self.stack)
+        # the module owning each optimiser: its ``last_rows`` (rows it learnt from on this
+        # process, 0 when it had none) weights the average, so that every process always takes
+        # part in the all-reduce (a gated GAN term may have rows on one process only) and the
+        # result is the mean over all rows, as one process would compute it
+        owners = {id(opt): module for module in self.stack.modules() for opt in optimizers
+                  if any(v is opt for v in vars(module).values())}
 
         def average(optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            rows = getattr(owners.get(id(optimizer)), "last_rows", None)
+            if rows is None:  # an optimiser that does not say: the plain mean over processes
+                for p in params:
                     dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
                     p.grad.div_(world)
+                return
+            total = torch.tensor([float(rows)], device=params[0].device if params else self.accelerator.device)
+            dist.all_reduce(total, op=dist.ReduceOp.SUM)
+            n = float(total.item())
+            if n == 0:  # no process had rows: no update at all (None gradients are skipped)
+                for p in params:
+                    p.grad = None
+                return
+            for p in params:
+                p.grad.mul_(float(rows))
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                p.grad.div_(n)
 
-        for optimizer in term_optimizers(self.stack):
+        for optimizer in optimizers:
             optimizer.register_step_pre_hook(average)
 
     def _max(self, value: int) -> int:
@@ -396,13 +447,18 @@ class Trainer:
             )
             return {"diffusion": outputs.diffusion.mean(), **losses}
 
-        params = [p for p in model.parameters() if p.requires_grad]
+        # the denoiser's parameters only: a learnable codec's convolutions (layout all_learnable)
+        # would otherwise make a term whose z0_hat is detached before decode look reachable
+        params = [p for p in model.net.parameters() if p.requires_grad]
         audit_reachability(self.stack, probe, params).raise_if_failed()
         self.optimizer.zero_grad(set_to_none=True)
 
     def train_step(self, step: int) -> tuple[Any, float, bool]:
         """One optimisation step; returns (report, grad_norm, applied)."""
         cfg = self.config
+        # the global RNG (dropout, anything not drawn from step_generator) restarts from
+        # (seed, step, rank) every step, so a resumed run draws what an uninterrupted one does
+        torch.manual_seed(global_seed(cfg.train.seed, step, self.rank))
         self.model.train()
         batch = self._batch(step)
         error: DiffsrError | None = None
@@ -479,6 +535,7 @@ class Trainer:
             "report": _report_dict(report),
             "skipped_steps": self.skipped,
             "nonfinite_terms": self.nonfinite_terms,
+            "skipped_discriminator_steps": self.skipped_discriminator,
             "diffsr_version": _version(),
         }
         return save_checkpoint(
@@ -507,7 +564,9 @@ class Trainer:
             hr = item["hr"][None].to(self.accelerator.device)
             lr_up = item["lr_up"][None].to(self.accelerator.device)
             gen = step_generator(self.config.sample.seed, i, self.accelerator.device)
-            sr = model.sample(lr_up, steps=self.config.sample.steps, generator=gen)
+            # a baseline (EDSR / RCAN / SwinIR) maps the LR image itself to SR
+            lr = item["lr"][None].to(self.accelerator.device) if model.is_baseline else None
+            sr = model.sample(lr_up, steps=self.config.sample.steps, generator=gen, lr=lr)
             rows.append([float(psnr(sr, hr, data_range=1.0)[0]), float(psnr(lr_up.clamp(0, 1), hr, data_range=1.0)[0])])
         if self.world > 1:
             from accelerate.utils import gather_object
@@ -576,6 +635,7 @@ class Trainer:
                         writer.add_scalar("train/it_per_s", rate, step)
                         writer.add_scalar("train/skipped_steps", self.skipped, step)
                         writer.add_scalar("train/nonfinite_terms", self.nonfinite_terms, step)
+                        writer.add_scalar("train/skipped_discriminator_steps", self.skipped_discriminator, step)
                         progress.update(task, info=f"{report.summary()} | {rate:.2f} it/s")
                     progress.update(task, completed=self.step)
                     if self.bad_streak >= cfg.losses.nonfinite.max_consecutive:
@@ -614,7 +674,13 @@ class Trainer:
             skipped_steps=self.skipped,
             val=val,
             nonfinite_terms=self.nonfinite_terms,
+            skipped_discriminator_steps=self.skipped_discriminator,
         )
+
+    @property
+    def skipped_discriminator(self) -> int:
+        """Discriminator steps skipped for a NaN/Inf loss or gradient (kept in the stack's state)."""
+        return sum(int(getattr(m, "skipped_steps", 0)) for m in self.stack.modules())
 
 
 def _saved(checkpoint: Path | None) -> str:
