@@ -135,7 +135,7 @@ def _load(path: Path) -> dict[str, Tensor]:
     """A weights file through the project's safe loader (weights_only; a corrupt, truncated or
     code-carrying file is a one-line ConfigError naming it)."""
     from diffsr.core.errors import CheckpointError
-    from diffsr.train.checkpoint import safe_torch_load
+    from diffsr.core.serialization import safe_torch_load
 
     try:
         state = safe_torch_load(path)

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -31,41 +29,11 @@ import torch
 from torch import Tensor
 
 from diffsr.core.errors import CheckpointError
+from diffsr.core.serialization import load_safetensors, safe_torch_load  # noqa: F401  (re-exported)
 
 STEP_DIR = re.compile(r"^step_(\d{7,})$")
 OLD_DIR = re.compile(r"^\.old-step_(\d{7,})$")  # a step folder being replaced (see save_checkpoint)
 FILES = ("model.safetensors", "state.pt", "config.yaml", "meta.json")
-
-
-def safe_torch_load(path: str | os.PathLike[str]) -> Any:
-    """``torch.load(weights_only=True)`` with one-line errors; pickled code is refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(
-            f"{path}: refused: the file holds pickled Python objects beyond tensors (it could run code);"
-            " diffsr loads weights_only checkpoints and safetensors only"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        reason = str(err).splitlines()[0][:120] if str(err) else err.__class__.__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
-
-
-def load_safetensors(path: str | os.PathLike[str]) -> dict[str, Tensor]:
-    """Read a safetensors file on CPU, with a one-line error when it is missing or corrupt."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file not found")
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: not a valid safetensors file ({str(err)[:100]})") from None
 
 
 def _save_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
