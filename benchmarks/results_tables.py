@@ -37,9 +37,10 @@ def _train_info(runs: Path, run: str) -> tuple[str, str]:
     return (steps.group(1) if steps else "?"), (f"{float(wall.group(1)):.0f}" if wall else "?")
 
 
-def _ci(s: dict, d: int) -> str:
+def _ci(s: dict, d: int, sign: bool = False) -> str:
     lo, hi = s["ci95"]
-    return f"{s['mean']:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]"
+    f = f"+.{d}f" if sign else f".{d}f"
+    return f"{s['mean']:{f}} [{lo:{f}}, {hi:{f}}]"
 
 
 def table(runs: Path, name: str) -> str:
@@ -60,7 +61,7 @@ def table(runs: Path, name: str) -> str:
         params = "—" if not info.get("params") else f"{info['params'] / 1e6:.2f} M"
         samp = "—" if info.get("sampling_steps") is None else str(info["sampling_steps"])
         p = m["paired"].get(key)
-        dpsnr = "—" if p is None else f"{_ci(p['psnr'] | {'mean': p['psnr']['mean_diff']}, 2)} " \
+        dpsnr = "—" if p is None else f"{_ci(p['psnr'] | {'mean': p['psnr']['mean_diff']}, 2, sign=True)} " \
                                       f"({p['psnr']['wins']}/{p['psnr']['losses']})"
         dssim = "—" if p is None else f"{p['ssim']['mean_diff']:+.4f}"
         row = [f"`{run}`" if run != "bicubic" else "bicubic", f"{steps} / {wall}", params, samp,
