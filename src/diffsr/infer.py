@@ -288,9 +288,21 @@ def method_from_spec(
 ) -> tuple[str, Callable[[Tensor, int], Tensor]]:
     """An evaluation method from a CLI spec: 'bicubic', 'CKPT', or '<baseline>:CKPT'.
 
-    Returns (display name, fn(lr, scale) -> sr).
+    A run may end in ``@KEY=VALUE[,KEY=VALUE]`` with ``sample.*`` keys (consistency,
+    consistency_iters, guidance, seed, tile, overlap), e.g. ``runs/mri@consistency=kspace``: the
+    same checkpoint sampled another way, under its own display name, so one evaluation compares
+    with and without data consistency. Returns (display name, fn(lr, scale) -> sr).
     """
     from diffsr.data.degrade import upsample
+
+    spec, options = _split_sample_options(spec)
+    if options and (spec == "bicubic" or (":" in spec and not Path(spec.split(":", 1)[1]).is_dir())):
+        raise DiffsrError(f"--method {spec}@...: sampling options apply to diffsr runs only")
+    if options:
+        name, fn = method_from_spec(spec, scale, steps=steps, device=device)
+        loaded = fn.loaded  # type: ignore[attr-defined]
+        loaded.config.sample = _with_sample_options(loaded.config.sample, options, spec)
+        return name + "@" + ",".join(f"{k}={v}" for k, v in options.items()), fn
 
     if spec == "bicubic":
 
@@ -338,8 +350,41 @@ def method_from_spec(
     def run_model(lr: Tensor, s: int) -> Tensor:
         return super_resolve(loaded, lr, steps=steps).cpu()
 
+    run_model.loaded = loaded  # type: ignore[attr-defined]
     run_model.params = sum(p.numel() for p in loaded.model.parameters())  # type: ignore[attr-defined]
     run_model.sampling_steps = (  # type: ignore[attr-defined]
         1 if loaded.model.is_baseline else steps or loaded.config.sample.steps or loaded.model.process.default_steps
     )
     return name, run_model
+
+
+SAMPLE_OPTIONS = ("consistency", "consistency_iters", "guidance", "seed", "tile", "overlap")
+
+
+def _split_sample_options(spec: str) -> tuple[str, dict[str, str]]:
+    """'RUN@k=v,k2=v2' -> ('RUN', {k: v, k2: v2}); a spec without '@k=v' is returned unchanged."""
+    base, at, tail = spec.rpartition("@")
+    if not at or "=" not in tail:
+        return spec, {}
+    options: dict[str, str] = {}
+    for item in tail.split(","):
+        key, eq, value = item.partition("=")
+        key = key.strip().removeprefix("sample.")
+        if not eq or key not in SAMPLE_OPTIONS:
+            raise DiffsrError(
+                f"--method {spec}: '{item}' is not KEY=VALUE with KEY one of {', '.join(SAMPLE_OPTIONS)}"
+            )
+        options[key] = value.strip()
+    return base, options
+
+
+def _with_sample_options(sample: Any, options: dict[str, str], spec: str) -> Any:
+    """``sample`` (a SampleConfig) with ``options`` applied and type-checked."""
+    from pydantic import ValidationError
+
+    try:
+        return type(sample).model_validate({**sample.model_dump(), **options})
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(x) for x in first["loc"])
+        raise DiffsrError(f"--method {spec}: sample.{key}: {first['msg']}") from None
