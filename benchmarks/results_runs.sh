@@ -105,7 +105,15 @@ eval_set5() {   # natural images (optional in the issue): the infrared-trained m
   ev eval-set5 --data ../shared/data/natural/set5 --scale 4 --method bicubic --method $R/ir-edsr \
     --method $R/ir-swinir --method $R/ir-dwt-ll-l1 --method $R/ir-demo
 }
-evals() { eval_ir; eval_steps; eval_abl; eval_irdeg; eval_mri; eval_mrik; eval_set5; }
+eval_steps_all() {   # the same sweep for the 'all' layout, whose samples do depend on the step count
+  ev eval-steps-all --data $IR_TEST --scale 4 "${EV[@]}" --method bicubic --method $R/ir-dwt-all \
+    --steps 1 --steps 4 --steps 15
+}
+eval_mrik_cons() {   # with vs without k-space consistency at 1 / 4 / 15 steps (same checkpoint)
+  ev eval-mrik-cons --data $MRI_T2 --scale 2 --limit 24 --degradation kspace --method bicubic \
+    --method "$R/mrik-diffsr@consistency=none" --method $R/mrik-diffsr --steps 1 --steps 4 --steps 15
+}
+evals() { eval_ir; eval_steps; eval_abl; eval_irdeg; eval_mri; eval_mrik; eval_set5; eval_steps_all; eval_mrik_cons; }
 
 all() {
   train_a & a=$!

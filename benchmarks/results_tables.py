@@ -24,10 +24,13 @@ EVALS: dict[str, list[str]] = {
     "eval-mrik": ["bicubic", "mrik-edsr", "mrik-diffsr"],
     "eval-set5": ["bicubic", "ir-edsr", "ir-swinir", "ir-dwt-ll-l1", "ir-demo"],
     "eval-steps": ["bicubic", "ir-dwt-ll-l1"],
+    "eval-steps-all": ["bicubic", "ir-dwt-all"],
+    "eval-mrik-cons": ["bicubic", "mrik-diffsr@consistency=none", "mrik-diffsr"],
 }
 
 
 def _train_info(runs: Path, run: str) -> tuple[str, str]:
+    run = run.split("@")[0]
     log = runs / f"{run}.log"
     if run == "bicubic" or not log.exists():
         return "—", "—"
@@ -84,8 +87,54 @@ def sweep_table(runs: Path, name: str = "eval-steps") -> str:
         for steps in sorted(by_steps, key=int):
             s = by_steps[steps]
             out.append(f"| {key} | {steps} | {_ci(s['psnr'], 2)} | {_ci(s['ssim'], 4)} | {_ci(s['sharpness'], 3)} |")
+    if "bicubic" not in m["summary"]:
+        return "\n".join(out)
     b = m["summary"]["bicubic"]
     out.append(f"| bicubic | — | {_ci(b['psnr'], 2)} | {_ci(b['ssim'], 4)} | {_ci(b['sharpness'], 3)} |")
+    return "\n".join(out)
+
+
+# (eval folder, run A, run B[, eval folder of B]): paired PSNR / SSIM differences A - B on the same
+# images (two evals of the same --data / --degradation / --seed / --crop see the same LR)
+PAIRS = [
+    ("eval-abl", "abl-gnone", "ir-edsr", "eval-ir"),
+    ("eval-ir", "ir-demo", "ir-edsr"),
+    ("eval-ir", "ir-dwt-ll-l1", "ir-dwt-ll"),
+    ("eval-abl", "abl-gnone", "ir-demo"),
+    ("eval-abl", "ir-demo", "abl-nofid"),
+    ("eval-abl", "abl-l1ssim", "ir-demo"),
+    ("eval-abl", "abl-minsnr", "ir-demo"),
+    ("eval-irdeg", "irdeg-demo", "irdeg-edsr"),
+    ("eval-mri", "mri-demo", "mri-edsr"),
+    ("eval-mrik", "mrik-diffsr", "mrik-edsr"),
+    ("eval-set5", "ir-demo", "ir-edsr"),
+]
+
+
+def pairs_table(runs: Path) -> str:
+    from diffsr.eval.stats import paired_difference
+
+    out = ["| images | A | B | ΔPSNR A − B dB [95 % CI] (A better/worse) | ΔSSIM A − B [95 % CI] |",
+           "|---|---|---|---|---|"]
+    for name, a, b, *other in PAIRS:
+        name_b = other[0] if other else name
+        if not (runs / name / "metrics.json").exists() or not (runs / name_b / "metrics.json").exists():
+            continue
+        m = json.loads((runs / name / "metrics.json").read_text())
+        mb = json.loads((runs / name_b / "metrics.json").read_text())
+        if m.get("inputs") != mb.get("inputs"):
+            raise SystemExit(f"{name} and {name_b} were not made from the same test pairs")
+        key = dict(zip(EVALS[name], m["methods"], strict=True))
+        key_b = dict(zip(EVALS[name_b], mb["methods"], strict=True))
+        cells = []
+        for metric, d in (("psnr", 2), ("ssim", 4)):
+            va = [m["per_image"][key[a]][img][metric] for img in m["per_image"][key[a]]]
+            vb = [mb["per_image"][key_b[b]][img][metric] for img in m["per_image"][key[a]]]
+            p = paired_difference(va, vb)
+            lo, hi = p["ci95"]
+            cells.append(f"{p['mean_diff']:+.{d}f} [{lo:+.{d}f}, {hi:+.{d}f}]"
+                         + (f" ({p['wins']}/{p['losses']})" if metric == "psnr" else ""))
+        out.append(f"| {name.removeprefix('eval-')} | `{a}` | `{b}` | {cells[0]} | {cells[1]} |")
     return "\n".join(out)
 
 
@@ -96,8 +145,13 @@ def main() -> None:
     for name in EVALS:
         if (args.runs / name / "metrics.json").exists():
             print(f"### {name}\n")
-            print(sweep_table(args.runs, name) if name == "eval-steps" else table(args.runs, name))
+            print(sweep_table(args.runs, name) if name.startswith("eval-steps") else table(args.runs, name))
+            if name == "eval-mrik-cons":
+                print()
+                print(sweep_table(args.runs, name))
             print()
+    print("### pairs\n")
+    print(pairs_table(args.runs))
 
 
 if __name__ == "__main__":
