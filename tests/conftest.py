@@ -19,6 +19,21 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture
+def blocky_pngs(tmp_path: Path) -> Path:
+    """Four 48x48 8-bit PNGs (blocks plus noise: edges and texture) in tmp_path/imgs."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        img = np.kron(rng.random((6, 6)), np.ones((8, 8))) * 0.7 + 0.3 * rng.random((48, 48))
+        Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+@pytest.fixture
 def shared_data() -> Path:
     """../shared/data, or skip when this checkout has none beside it."""
     if not SHARED_DATA.is_dir():

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from diffsr.audit_cli import run_audit
 from diffsr.config import load_config
@@ -20,14 +18,6 @@ LEARNABLE = [
     "losses.terms=[{name: l1}]",
 ]
 
-
-def _images(folder: Path, n: int = 4, size: int = 48) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        img = np.kron(rng.random((size // 8, size // 8)), np.ones((8, 8))) * 0.7 + 0.3 * rng.random((size, size))
-        Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"img{i}.png")
-    return folder
 
 
 def _detach_before_decode(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,9 +41,9 @@ def test_audit_cli_detach_before_learnable_decode_is_unreachable(monkeypatch: py
 
 
 def test_trainer_audit_detach_before_learnable_decode_is_unreachable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blocky_pngs: Path
 ) -> None:
-    data = _images(tmp_path / "imgs")
+    data = blocky_pngs
     cfg = load_config("difiisr-dwt-all-learnable", [*LEARNABLE, f"data.train={data}", f"data.val={data}"])
     _detach_before_decode(monkeypatch)
     with pytest.raises(ConfigError, match="'l1'"):

@@ -7,22 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from diffsr.cli import main
 
 
-def _images(folder: Path, n: int = 4, size: int = 48) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        img = np.kron(rng.random((size // 8, size // 8)), np.ones((8, 8))) * 0.7 + 0.3 * rng.random((size, size))
-        Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"img{i}.png")
-    return folder
-
-
-def test_diffsr_train_edsr_validates_every_step(tmp_path: Path) -> None:
-    data = _images(tmp_path / "imgs")
+def test_diffsr_train_edsr_validates_every_step(tmp_path: Path, blocky_pngs: Path) -> None:
+    data = blocky_pngs
     sets = [
         "data.patch_size=32", "data.batch_size=2", "train.steps=2", "train.val_every=1", "data.val_images=2",
         "train.log_every=1", "train.threads=1", "train.time_limit=null", "train.warmup_steps=0",

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from diffsr.config import load_config
 from diffsr.train.checkpoint import read_checkpoint
@@ -19,15 +17,6 @@ TINY = [
     "train.log_every=1", "train.threads=2", "train.time_limit=null", "train.warmup_steps=0",
     "sample.steps=1", "process.steps=2", "train.audit=false", "train.steps=2", "train.ema_decay=0.9",
 ]
-
-
-def _images(folder: Path, n: int = 4, size: int = 48) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        img = np.kron(rng.random((size // 8, size // 8)), np.ones((8, 8))) * 0.7 + 0.3 * rng.random((size, size))
-        Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"img{i}.png")
-    return folder
 
 
 def test_old_compiled_keys_load_into_plain_and_compiled_models() -> None:
@@ -52,14 +41,16 @@ def test_old_compiled_keys_load_into_plain_and_compiled_models() -> None:
 dynamo = pytest.importorskip("torch._dynamo", reason="torch.compile (dynamo) is unavailable")
 
 
-def test_compiled_training_checkpoint_loads_for_inference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compiled_training_checkpoint_loads_for_inference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blocky_pngs: Path
+) -> None:
     from torch._dynamo.testing import CompileCounter
 
     # dynamo's own tracing, without inductor's C++ build (the keys are what is under test)
     counter = CompileCounter()
     compile_ = torch.nn.Module.compile
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compile_(self, **{**kw, "backend": counter}))
-    data = _images(tmp_path / "imgs")
+    data = blocky_pngs
     cfg = load_config("demo", [*TINY, "train.compile=true", f"data.train={data}", f"data.val={data}"])
     dynamo.reset()
     try:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from diffsr.config import load_config
 from diffsr.train.checkpoint import read_checkpoint
@@ -19,17 +17,8 @@ TINY = [
 ]
 
 
-def _images(folder: Path, n: int = 4, size: int = 48) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        img = np.kron(rng.random((size // 8, size // 8)), np.ones((8, 8))) * 0.7 + 0.3 * rng.random((size, size))
-        Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"img{i}.png")
-    return folder
-
-
-def test_four_steps_equal_two_plus_resume_plus_two_with_dropout(tmp_path: Path) -> None:
-    data = _images(tmp_path / "imgs")
+def test_four_steps_equal_two_plus_resume_plus_two_with_dropout(tmp_path: Path, blocky_pngs: Path) -> None:
+    data = blocky_pngs
     cfg = load_config("demo", [*TINY, f"data.train={data}", f"data.val={data}"])
     Trainer(cfg, tmp_path / "a", progress=False).fit()
     Trainer(cfg, tmp_path / "b", progress=False).fit(stop_after=2)
