@@ -13,6 +13,7 @@ from torch import nn
 from diffsr.losses import LinearGate, LossStack, LossTerm, Ramp
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "losses.md"
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def l1(pred, target, mask=None):  # any per-sample loss -> (B,)
@@ -50,16 +51,17 @@ def test_plain_loop_trains_and_reports() -> None:
     assert report.total > 0 and not report.skip_step
 
 
-def doc_snippet() -> str:
-    text = DOCS.read_text()
+def doc_snippet(path: Path = DOCS) -> str:
+    text = path.read_text()
     match = re.search(r"<!-- foreign-loop -->\s*```python\n(.*?)```", text, re.S)
-    assert match, "docs/losses.md lost its foreign-loop example"
+    assert match, f"{path.name} lost its foreign-loop example"
     return match.group(1)
 
 
 def test_docs_example_runs_as_written() -> None:
     code = doc_snippet()
-    assert len(code.strip().splitlines()) <= 30
+    assert code == doc_snippet(README)  # the README shows the same loop
+    assert len(code.strip().splitlines()) <= 15
     namespace: dict = {}
     exec(compile(code, str(DOCS), "exec"), namespace)  # the docs' loop, verbatim
     report, net = namespace["report"], namespace["net"]
