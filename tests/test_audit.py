@@ -229,3 +229,24 @@ def test_nothing_to_train_and_adaptive_without_reference() -> None:
     adaptive = {"losses": {"diffusion_weight": 0, "terms": [{"name": "gan", "weight": {"kind": "adaptive"}}]}}
     with pytest.raises(ConfigError, match="'gan'.*reference"):
         audit_config(Config.model_validate(adaptive), has_decoder=True, t_range=FLOW)
+
+
+def test_config_audit_runs_before_any_compute(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a bad gate is reported before the model is built or any data is read (the data folder and
+    # the VAE path do not even exist)
+    from diffsr.audit_cli import run_audit
+    from diffsr.config import load_config
+    from diffsr.train import model as model_module
+    from diffsr.train.trainer import Trainer
+
+    def no_model(*a: object, **k: object) -> None:
+        raise AssertionError("the model was built before the config audit")
+
+    monkeypatch.setattr(model_module, "build_model", no_model)
+    monkeypatch.setattr("diffsr.train.trainer.build_model", no_model)
+    bad = ["losses.terms=[{name: l1, gate: {kind: linear, t_max: 300}}]", f"data.train={tmp_path / 'missing'}"]
+    with pytest.raises(ConfigError, match="t_max 300"):
+        Trainer(load_config("demo", bad), tmp_path / "run", progress=False).fit()
+    with pytest.raises(ConfigError, match="t_max 300"):
+        run_audit("flow-ssim", ["losses.terms=[{name: ssim, gate: {kind: linear, t_max: 300}}]",
+                                f"codec.path={tmp_path / 'no-vae'}"])

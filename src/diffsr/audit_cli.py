@@ -40,9 +40,12 @@ def run_audit(source: str, overrides: list[str]) -> str:
     from diffsr.train.model import build_model
 
     cfg = load_config(source, overrides)
+    from diffsr.processes import build_process
+
+    # the config audit before any compute: no VAE, LPIPS or denoiser is built for a bad config
+    audit_config(cfg, has_decoder=True, t_range=build_process(cfg.process).t_range)
     model = build_model(cfg)
     stack = build_loss_stack(cfg.losses, channels=cfg.data.channels, codec=model.codec, total_steps=cfg.train.steps)
-    audit_config(cfg, has_decoder=True, t_range=model.process.t_range)
     batch = synthetic_batch(cfg)
     g = torch.Generator().manual_seed(1)
 

@@ -237,14 +237,17 @@ class Trainer:
             )
         self.local_batch = cfg.data.batch_size // self.world
 
+        # the config audit before any compute (no model, no data read): the process alone knows
+        # its t range; a term that never switches on is its error, not also a warning
+        from diffsr.processes import build_process
+
+        audit_config(cfg, has_decoder=True, t_range=build_process(cfg.process).t_range)
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg)
         if self.model_hook is not None:
             model = self.model_hook(model)
         self.train_set, self.val_set = build_datasets(cfg.data, seed=cfg.train.seed)
         self.stream = BatchStream(self.train_set, cfg.data.batch_size, cfg.train.seed)
-        # the config audit first: a term that never switches on is its error, not also a warning
-        audit_config(cfg, has_decoder=True, t_range=model.process.t_range)
         stack = build_loss_stack(
             cfg.losses, channels=cfg.data.channels, codec=model.codec, total_steps=cfg.train.steps
         )
