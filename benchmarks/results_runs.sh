@@ -64,13 +64,18 @@ mri_methods() {       # train on T1 MPRAGE slices; evaluated on the T2w volume
   tr mri-demo    demo           --set data.train=$MRI_T1
   tr mri-dwt-ll  difiisr-dwt-ll --set data.train=$MRI_T1 "${DIFF[@]}"
   tr mri-dwt-all difiisr-dwt-all --set data.train=$MRI_T1 "${DIFF[@]}"
+  tr mri-dwt-full difiisr-dwt-full --set data.train=$MRI_T1 "${DIFF[@]}"
+  tr mri-dwt-alll difiisr-dwt-all-learnable --set data.train=$MRI_T1 "${DIFF[@]}"
+}
+mri_methods_slow() {
+  tr mri-flowpx  flow-pixel-ssim-px --set data.train=$MRI_T1 --set net.size=tiny
 }
 mri_kspace() {        # x2 k-space truncation
   tr mrik-edsr   edsr          --set data.train=$MRI_T1 --set data.scale=2 --set data.degradation.name=kspace
   tr mrik-diffsr mri-kspace-x2 --set data.train=$MRI_T1
 }
 train_a() { ir_methods; ir_ablations; ir_infrared; }
-train_b() { ir_methods_slow; mri_methods; mri_kspace; }
+train_b() { ir_methods_slow; mri_methods_slow; mri_methods; mri_kspace; }
 
 # ---- evaluation: centre 256x256 crops of all 20 RoadScene test frames; 24 T2w slices ----
 EV=(--crop 256)
@@ -95,7 +100,8 @@ eval_irdeg() {
 }
 eval_mri() {
   ev eval-mri --data $MRI_T2 --scale 4 --limit 24 --method bicubic --method $R/mri-edsr \
-    --method $R/mri-swinir --method $R/mri-dwt-ll --method $R/mri-dwt-all --method $R/mri-demo
+    --method $R/mri-swinir --method $R/mri-flowpx --method $R/mri-dwt-ll --method $R/mri-dwt-full \
+    --method $R/mri-dwt-all --method $R/mri-dwt-alll --method $R/mri-demo
 }
 eval_mrik() {
   ev eval-mrik --data $MRI_T2 --scale 2 --limit 24 --degradation kspace --method bicubic \
