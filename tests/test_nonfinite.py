@@ -133,6 +133,9 @@ def test_nan_batch_skips_the_step_and_counts_it(tmp_path: Path) -> None:
     assert _scalars(tmp_path / "run", "train/nonfinite_terms")[3] == 4.0
     meta = read_checkpoint(tmp_path / "run")["meta"]
     assert meta["skipped_steps"] == 2 and meta["nonfinite_terms"] == 4
+    # and per term: both terms were dropped at steps 1 and 2
+    assert meta["term_skips"] == {"diffusion": 2, "l1": 2}
+    assert _scalars(tmp_path / "run", "skipped/l1") == {0: 0.0, 1: 1.0, 2: 2.0, 3: 2.0}
 
 
 def test_nan_term_is_dropped_like_a_zero_term(tmp_path: Path) -> None:
@@ -145,6 +148,7 @@ def test_nan_term_is_dropped_like_a_zero_term(tmp_path: Path) -> None:
     assert report.terms["l1"].weighted == 0.0
     assert [h["applied"] for h in dropped.history] == [True, True, True]
     assert result.skipped_steps == 0 and result.nonfinite_terms == 1
+    assert dropped.term_skips == {"l1": 1}
     a, b = dropped.history[-1]["after"], zero.history[-1]["after"]
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6
 

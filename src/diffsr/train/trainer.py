@@ -275,6 +275,7 @@ class Trainer:
         self.step = 0
         self.skipped = 0
         self.nonfinite_terms = 0
+        self.term_skips: dict[str, int] = {}  # per term: steps it was dropped for NaN/Inf
         self.bad_streak = 0
         if self.world > 1:
             self._sync_term_optimizers()
@@ -314,6 +315,7 @@ class Trainer:
         self.step = int(state["step"])
         self.skipped = int(state.get("skipped", 0))
         self.nonfinite_terms = int(state.get("nonfinite_terms", 0))
+        self.term_skips = {str(k): int(v) for k, v in dict(state.get("term_skips", {})).items()}
         log.info("resumed from %s at step %d", found[-1], self.step)
 
     # ------------------------------------------------------------------ one step
@@ -484,6 +486,9 @@ class Trainer:
         applied = False
         grad_norm = float("nan")
         self.nonfinite_terms += int(getattr(report, "nonfinite", 0))
+        for name, term in getattr(report, "terms", {}).items():
+            if getattr(term, "skipped", False):
+                self.term_skips[name] = self.term_skips.get(name, 0) + 1
         ok = bool(torch.isfinite(total)) and not getattr(report, "skip_step", False)
         if getattr(report, "nonfinite", 0) and total.grad_fn is None:
             ok = False  # every term was dropped for NaN/Inf: nothing left to learn from
@@ -533,11 +538,13 @@ class Trainer:
             "ema_updates": self.ema.updates if self.ema is not None else 0,
             "skipped": self.skipped,
             "nonfinite_terms": self.nonfinite_terms,
+            "term_skips": dict(self.term_skips),
         }
         meta = {
             "report": _report_dict(report),
             "skipped_steps": self.skipped,
             "nonfinite_terms": self.nonfinite_terms,
+            "term_skips": dict(self.term_skips),
             "skipped_discriminator_steps": self.skipped_discriminator,
             "diffsr_version": _version(),
         }
@@ -638,6 +645,8 @@ class Trainer:
                         writer.add_scalar("train/it_per_s", rate, step)
                         writer.add_scalar("train/skipped_steps", self.skipped, step)
                         writer.add_scalar("train/nonfinite_terms", self.nonfinite_terms, step)
+                        for name in report.terms:  # per-term NaN/Inf drop counts (cumulative)
+                            writer.add_scalar(f"skipped/{name}", self.term_skips.get(name, 0), step)
                         writer.add_scalar("train/skipped_discriminator_steps", self.skipped_discriminator, step)
                         progress.update(task, info=f"{report.summary()} | {rate:.2f} it/s")
                     progress.update(task, completed=self.step)
