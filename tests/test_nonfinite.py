@@ -234,3 +234,16 @@ def test_divergence_through_the_cli_is_one_error_line(tmp_path: Path, capsys: py
     assert "Traceback" not in err
     saved = read_checkpoint(tmp_path / "run")
     assert all(torch.isfinite(v).all() for v in saved["model"].values())
+
+
+def test_bad_step_streak_and_term_counts_survive_a_resume(tmp_path: Path) -> None:
+    # steps 2 and 3 are bad, the run stops after step 4 (a checkpoint there); the resumed run's
+    # bad step 4 is then the third in a row: with max_consecutive 3 it must stop at once
+    first = Probe(_cfg(4, "train.ckpt_every=1"), tmp_path / "run", nan_batch={2, 3})
+    first.fit()
+    assert first.bad_streak == 2 and first.term_skips == {"diffusion": 2, "l1": 2}
+    again = Probe(_cfg(6, "train.ckpt_every=1", "losses.nonfinite.max_consecutive=3"), tmp_path / "run",
+                  resume=True, nan_batch={4})
+    with pytest.raises(DiffsrError, match="3 consecutive"):
+        again.fit()
+    assert again.term_skips == {"diffusion": 3, "l1": 3}

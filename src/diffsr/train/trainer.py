@@ -316,6 +316,7 @@ class Trainer:
         self.skipped = int(state.get("skipped", 0))
         self.nonfinite_terms = int(state.get("nonfinite_terms", 0))
         self.term_skips = {str(k): int(v) for k, v in dict(state.get("term_skips", {})).items()}
+        self.bad_streak = int(state.get("bad_streak", 0))
         log.info("resumed from %s at step %d", found[-1], self.step)
 
     # ------------------------------------------------------------------ one step
@@ -539,6 +540,7 @@ class Trainer:
             "skipped": self.skipped,
             "nonfinite_terms": self.nonfinite_terms,
             "term_skips": dict(self.term_skips),
+            "bad_streak": self.bad_streak,  # consecutive bad steps count across a resume
         }
         meta = {
             "report": _report_dict(report),
