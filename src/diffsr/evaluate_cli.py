@@ -40,7 +40,7 @@ def run_eval(
     metric conventions (:class:`~diffsr.config.EvalConfig`), applied after ``crop_border`` /
     ``lpips_weights``.
     """
-    from diffsr.data.datasets import load_eval_items
+    from diffsr.data.datasets import is_rgb, load_eval_items
     from diffsr.data.degrade import DEGRADATIONS
     from diffsr.eval.evaluate import evaluate
     from diffsr.eval.metrics import Conventions
@@ -79,7 +79,7 @@ def run_eval(
         if len(steps) > 1 and spec != "bicubic" and ":" not in spec:
             sweep[name] = {s: method_from_spec(spec, scale, steps=s)[1] for s in steps}
     conv = Conventions.from_config(eval_cfg, scale)
-    if channels == 1 and any(_is_rgb(item) for item in items):
+    if channels == 1 and any(is_rgb(item.record) for item in items):
         conv = dataclasses.replace(conv, rgb_input=(
             "channels=1: each RGB file's HR is its BT.601 studio-swing Y "
             "(65.481 R + 128.553 G + 24.966 B + 16) / 255 in [16/255, 235/255], made before the LR; "
@@ -104,40 +104,26 @@ def run_eval(
     return "\n".join(lines + calibration_lines)
 
 
-def _is_rgb(item: Any) -> bool:
-    array = getattr(getattr(item, "record", None), "array", None)
-    return array is not None and array.ndim == 4 and array.shape[1] == 3
-
-
 def eval_config(overrides: list[str] | None, *, crop_border: int | None = None,
                 lpips_weights: str | None = None) -> EvalConfig:
     """An :class:`EvalConfig` from ``--crop-border`` / ``--lpips-weights`` and ``--set eval.KEY=VALUE``
-    overrides, type-checked by pydantic; a bad key or value is a one-line ConfigError naming it."""
-    from pydantic import ValidationError
-
-    from diffsr.config import parse_override
+    overrides, parsed and checked like any config override (one-line ConfigError with a hint)."""
+    from diffsr.config import apply_override, parse_override, validate
     from diffsr.core.errors import ConfigError
 
-    data: dict[str, Any] = {}
+    section: dict[str, Any] = {}
     if crop_border is not None:
-        data["crop_border"] = crop_border
+        section["crop_border"] = crop_border
     if lpips_weights is not None:
-        data["lpips_weights"] = lpips_weights
+        section["lpips_weights"] = lpips_weights
+    data: dict[str, Any] = {"eval": section}
     for item in overrides or []:
         parts, value = parse_override(item)
         if len(parts) != 2 or parts[0] != "eval":
             raise ConfigError(f"--set {item!r}: diffsr eval takes eval.KEY=VALUE "
                               f"(keys: {', '.join(EvalConfig.model_fields)})")
-        if parts[1] not in EvalConfig.model_fields:
-            raise ConfigError(f"--set {item!r}: unknown key eval.{parts[1]} "
-                              f"(one of {', '.join(EvalConfig.model_fields)})")
-        data[parts[1]] = value
-    try:
-        return EvalConfig.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        key = "eval." + ".".join(str(x) for x in first["loc"])
-        raise ConfigError(f"--set {key}: {first['msg']} (got {first.get('input')!r})") from None
+        apply_override(data, parts, value)
+    return validate(data, "--set").eval
 
 
 def run_bench(

@@ -101,15 +101,10 @@ def super_resolve(
     b, c, h, w = lr.shape
     mc = model.channels
     if c != mc:
-        if mc == 1:
-            flat = lr.reshape(b * c, 1, h, w)
-            return super_resolve(loaded, flat, steps=steps, tile=tile, overlap=overlap, seed=seed).reshape(
-                b, c, h * loaded.scale, w * loaded.scale
-            )
-        if c == 1:
-            rgb = lr.expand(b, mc, h, w)
-            return super_resolve(loaded, rgb, steps=steps, tile=tile, overlap=overlap, seed=seed).mean(1, keepdim=True)
-        raise DataError(f"input has {c} channels; the model was trained with {mc}")
+        return match_channels(
+            lambda x: super_resolve(loaded, x, steps=steps, tile=tile, overlap=overlap, seed=seed), lr, mc,
+            "input",
+        )
     sample_cfg = loaded.config.sample
     steps = steps or sample_cfg.steps
     tile = tile if tile is not None else sample_cfg.tile
@@ -277,6 +272,23 @@ def _std_name(name: str) -> str:
     return f"{p.stem}_std{p.suffix}" if p.suffix else f"{name}_std"
 
 
+def match_channels(fn: Callable[[Tensor], Tensor], lr: Tensor, channels: int, where: str) -> Tensor:
+    """``fn`` (a model taking ``channels`` channels) applied to ``lr`` (B, C, h, w) of any C.
+
+    A 1-channel model processes each channel separately; a C-channel model gets a grey image
+    replicated and returns the channel mean; ``channels`` 0 (unknown) or equal to C: ``fn(lr)``.
+    """
+    b, c, h, w = lr.shape
+    if not channels or c == channels:
+        return fn(lr)
+    if channels == 1:
+        sr = fn(lr.reshape(b * c, 1, h, w))
+        return sr.reshape(b, c, *sr.shape[-2:])
+    if c == 1:
+        return fn(lr.expand(b, channels, h, w)).mean(1, keepdim=True)
+    raise DataError(f"{where}: the model takes {channels} channels, the images have {c}")
+
+
 def _first_conv_channels(net: torch.nn.Module) -> int:
     """Input channels of a network's first convolution (0 when it has none)."""
     conv = next((m for m in net.modules() if isinstance(m, torch.nn.Conv2d)), None)
@@ -326,18 +338,8 @@ def method_from_spec(
         net_c = int(info.get("in_channels") or 0) or _first_conv_channels(net)
 
         def run_baseline(lr: Tensor, s: int) -> Tensor:
-            # the same channel handling as super_resolve: a 3-channel net gets a grey image
-            # replicated and returns the channel mean; a 1-channel net runs per channel
-            b, c, h, w = lr.shape
-            with torch.no_grad():
-                if net_c and c != net_c:
-                    if net_c == 1:
-                        sr = net(lr.reshape(b * c, 1, h, w))
-                        return sr.reshape(b, c, *sr.shape[-2:]).clamp(0, 1)
-                    if c == 1:
-                        return net(lr.expand(b, net_c, h, w)).clamp(0, 1).mean(1, keepdim=True)
-                    raise DataError(f"{p}: the model takes {net_c} channels, the images have {c}")
-                return net(lr).clamp(0, 1)
+            with torch.no_grad():  # the same channel handling as super_resolve
+                return match_channels(lambda x: net(x).clamp(0, 1), lr, net_c, str(p))
 
         run_baseline.params = sum(p.numel() for p in net.parameters())  # type: ignore[attr-defined]
         run_baseline.sampling_steps = 1  # type: ignore[attr-defined]
@@ -379,12 +381,7 @@ def _split_sample_options(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def _with_sample_options(sample: Any, options: dict[str, str], spec: str) -> Any:
-    """``sample`` (a SampleConfig) with ``options`` applied and type-checked."""
-    from pydantic import ValidationError
+    """``sample`` (a SampleConfig) with ``options`` applied, checked like any config override."""
+    from diffsr.config import validate
 
-    try:
-        return type(sample).model_validate({**sample.model_dump(), **options})
-    except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(x) for x in first["loc"])
-        raise DiffsrError(f"--method {spec}: sample.{key}: {first['msg']}") from None
+    return validate({"sample": {**sample.model_dump(), **options}}, f"--method {spec}").sample

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from diffsr.core.color import Y_OFFSET, Y_WEIGHTS
 from diffsr.core.errors import DataError
 from diffsr.data.degrade import DEGRADATIONS, BicubicDegradation, Degradation, build_degradation
 from diffsr.data.io import Record, list_inputs, read
@@ -536,20 +537,21 @@ def _as_degradation(degradation: Degradation | DegradationConfig | str | None, s
     return build_degradation(degradation, scale)
 
 
-#: BT.601 "studio swing" Y, the evaluation convention (diffsr.eval.metrics.rgb_to_y, BasicSR
-#: rgb2ycbcr(y_only=True)): Y = (65.481 R + 128.553 G + 24.966 B + 16) / 255, RGB in [0, 1]
-EVAL_Y_WEIGHTS = (65.481, 128.553, 24.966)
-EVAL_Y_OFFSET = 16.0
+def is_rgb(record: Record | None) -> bool:
+    """True when ``record`` holds RGB data ((N, 3, H, W))."""
+    array = getattr(record, "array", None)
+    return array is not None and array.ndim == 4 and array.shape[1] == 3
 
 
 def _eval_y(loaded: _Loaded, channels: int) -> _Loaded:
     """For 1-channel evaluation of an RGB file: the HR becomes the BT.601 studio-swing Y of the
-    RGB (in [16/255, 235/255]) instead of the training loader's full-range luma."""
-    if channels != 1 or loaded.record.array.ndim != 4 or loaded.record.array.shape[1] != 3:
+    RGB (:mod:`diffsr.core.color`, the metrics' ``rgb_to_y``; in [16/255, 235/255]) instead of
+    the training loader's full-range luma."""
+    if channels != 1 or not is_rgb(loaded.record):
         return loaded
     rgb = loaded.intensity.forward(loaded.record.array).astype(np.float64)
-    w = np.asarray(EVAL_Y_WEIGHTS, dtype=np.float64).reshape(1, 3, 1, 1)
-    y = ((rgb * w).sum(axis=1, keepdims=True) + EVAL_Y_OFFSET) / 255.0
+    w = np.asarray(Y_WEIGHTS, dtype=np.float64).reshape(1, 3, 1, 1)
+    y = ((rgb * w).sum(axis=1, keepdims=True) + Y_OFFSET) / 255.0
     return _Loaded(loaded.path, loaded.record, loaded.intensity, y.astype(np.float32), loaded.slices)
 
 

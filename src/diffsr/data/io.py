@@ -915,17 +915,16 @@ def _write_dicom(path: Path, values: np.ndarray, like: Record, scale: int) -> Pa
         raise DataError(f"{path}: DICOM output is a folder, but a file of that name exists")
     # written into a temporary sibling folder, renamed at the end: never a half-written series
     with atomic_folder(path) as tmp:
-        _write_dicom_files(tmp, values, like, scale)
+        _write_dicom_files(tmp, values, like, scale, multi_frame)
     return path
 
 
-def _write_dicom_files(path: Path, values: np.ndarray, like: Record, scale: int) -> None:
+def _write_dicom_files(path: Path, values: np.ndarray, like: Record, scale: int, multi_frame: bool) -> None:
     import pydicom
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     n, c, h, w = values.shape
     headers = like.headers or []
-    multi_frame = len(headers) == 1 and n > 1
     series_uid = generate_uid()
     description = f"{like.meta.get('series_description', '')} super-resolved x{scale} (diffsr)".strip()
     files = like.meta.get("files") or []

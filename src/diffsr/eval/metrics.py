@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffsr.core.color import Y_OFFSET, Y_WEIGHTS  # BT.601 studio-swing luma (rgb_to_y)
 from diffsr.core.errors import ConfigError
 from diffsr.core.shapes import check_image
 
@@ -27,11 +28,6 @@ if TYPE_CHECKING:
     from diffsr.config import EvalConfig
 
 log = logging.getLogger(__name__)
-
-# BT.601 "studio swing" luma as in MATLAB rgb2ycbcr and BasicSR rgb2ycbcr(y_only=True):
-# Y = (65.481 R + 128.553 G + 24.966 B + 16) / 255 for R, G, B in [0, 1]; Y in [16/255, 235/255]
-Y_WEIGHTS = (65.481, 128.553, 24.966)
-Y_OFFSET = 16.0
 
 #: how to read each metric (written into metrics.json and the report)
 METRIC_INFO: dict[str, dict[str, str]] = {

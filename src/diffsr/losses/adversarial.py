@@ -95,9 +95,17 @@ def patch_mean(logits: Tensor, mask: Tensor | None = None) -> Tensor:
     return (logits * weight).sum(dim=(1, 2, 3)) / den.clamp_min(torch.finfo(den.dtype).tiny)
 
 
+def _hinge_real(real_logits: Tensor) -> Tensor:
+    return F.relu(1 - real_logits)
+
+
+def _hinge_fake(fake_logits: Tensor) -> Tensor:
+    return F.relu(1 + fake_logits)
+
+
 def hinge_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     """Per-sample hinge discriminator loss (B,): mean relu(1 - real) + mean relu(1 + fake)."""
-    return patch_mean(F.relu(1 - real_logits)) + patch_mean(F.relu(1 + fake_logits))
+    return patch_mean(_hinge_real(real_logits)) + patch_mean(_hinge_fake(fake_logits))
 
 
 def hinge_g_loss(fake_logits: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -105,9 +113,17 @@ def hinge_g_loss(fake_logits: Tensor, mask: Tensor | None = None) -> Tensor:
     return -patch_mean(fake_logits, mask)
 
 
+def _nonsaturating_real(real_logits: Tensor) -> Tensor:
+    return F.softplus(-real_logits)
+
+
+def _nonsaturating_fake(fake_logits: Tensor) -> Tensor:
+    return F.softplus(fake_logits)
+
+
 def nonsaturating_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     """Per-sample non-saturating discriminator loss (B,): mean softplus(-real) + mean softplus(fake)."""
-    return patch_mean(F.softplus(-real_logits)) + patch_mean(F.softplus(fake_logits))
+    return patch_mean(_nonsaturating_real(real_logits)) + patch_mean(_nonsaturating_fake(fake_logits))
 
 
 def nonsaturating_g_loss(fake_logits: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -127,19 +143,16 @@ def r1_penalty(d_out_real: Tensor, real: Tensor, gamma: float = 10.0) -> Tensor:
     return 0.5 * gamma * grad.square().flatten(1).sum(dim=1)
 
 
-_D_LOSSES = {"hinge": hinge_d_loss, "nonsaturating": nonsaturating_d_loss}
-#: the discriminator losses' real and fake halves (patch maps), for batches of different sizes
-_D_PARTS = {
-    "hinge": (lambda r: F.relu(1 - r), lambda f: F.relu(1 + f)),
-    "nonsaturating": (lambda r: F.softplus(-r), lambda f: F.softplus(f)),
-}
+#: the discriminator losses' real and fake halves (patch maps), the same functions as in
+#: ``hinge_d_loss`` / ``nonsaturating_d_loss``, applied separately when the counts differ
+_D_PARTS = {"hinge": (_hinge_real, _hinge_fake), "nonsaturating": (_nonsaturating_real, _nonsaturating_fake)}
+_G_LOSSES = {"hinge": hinge_g_loss, "nonsaturating": nonsaturating_g_loss}
 
 
 def _distributed() -> bool:
     """True in a multi-process run (torch.distributed initialised with more than one process)."""
     dist = torch.distributed
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-_G_LOSSES = {"hinge": hinge_g_loss, "nonsaturating": nonsaturating_g_loss}
 
 
 class GANLoss(nn.Module):
@@ -163,7 +176,7 @@ class GANLoss(nn.Module):
         warmup: int = 0,
     ) -> None:
         super().__init__()
-        if loss not in _D_LOSSES:
+        if loss not in _D_PARTS:
             raise ConfigError(f"gan loss must be 'hinge' or 'nonsaturating', got {loss!r}")
         if r1_interval < 1:
             raise ConfigError(f"gan r1_interval must be >= 1, got {r1_interval}")
