@@ -103,20 +103,23 @@ class RDDM(Process):
         """Uniform (RDDM weights the residual and noise terms equally)."""
         return torch.ones(t.shape, device=t.device, dtype=compute_dtype(t.dtype))
 
-    def loss_terms(self, out: Tensor, z0: Tensor, zc: Tensor, t: Tensor, noise: Tensor) -> dict[str, Tensor]:
-        """The two per-sample losses (B,) before weighting: ``res`` and ``noise`` mean squared errors."""
-        res_hat, eps_hat = self.split(self.q_sample(z0, zc, t, noise), out, t, zc)
-        res = (zc - z0).float()
-        return {
-            "res": (res_hat.float() - res).pow(2).flatten(1).mean(1),
-            "noise": (eps_hat.float() - noise.float()).pow(2).flatten(1).mean(1),
-        }
+    def loss_terms(
+        self, out: Tensor, z0: Tensor, zc: Tensor, t: Tensor, noise: Tensor, *, noise_term: bool = True
+    ) -> dict[str, Tensor]:
+        """The per-sample losses (B,) before weighting: ``res`` and (with ``noise_term``) ``noise``
+        mean squared errors. The noise estimate needs z_t, so it is only built when asked for."""
+        res_hat = out.chunk(2, dim=1)[0] if self.prediction == "res_noise" else out
+        terms = {"res": (res_hat.float() - (zc - z0).float()).pow(2).flatten(1).mean(1)}
+        if noise_term:
+            _, eps_hat = self.split(self.q_sample(z0, zc, t, noise), out, t, zc)
+            terms["noise"] = (eps_hat.float() - noise.float()).pow(2).flatten(1).mean(1)
+        return terms
 
     def loss(self, out: Tensor, z0: Tensor, zc: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """``res_weight * L_res + noise_weight * L_eps`` per sample (B,)."""
-        terms = self.loss_terms(out, z0, zc, t, noise)
+        terms = self.loss_terms(out, z0, zc, t, noise, noise_term=self.noise_weight > 0)
         total = self.res_weight * terms["res"]
-        if self.noise_weight:
+        if "noise" in terms:
             total = total + self.noise_weight * terms["noise"]
         return total * self.loss_weight(t)
 
