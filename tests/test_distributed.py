@@ -42,6 +42,7 @@ TINY = [
 CLI_RUN = [*TINY, "train.steps=3", "train.ckpt_every=2", "train.val_every=3", "data.val_images=4"]
 GAN_RUN = [*TINY, "train.steps=3", "train.ckpt_every=100", "train.audit=false",
            "losses.terms=[{name: gan, layers: 1, width: 8}]"]
+FSDP_RUN = [*CLI_RUN, "train.shard=fsdp", "data.val_images=3"]
 TOL = 1e-5
 
 
@@ -217,6 +218,69 @@ def test_two_process_robustness(two: tuple[Path, str, list[dict[str, Any]]], tmp
     assert _max_diff(read_checkpoint(tmp_path / "one")["model"], read_checkpoint(out / "gan")["model"]) < TOL
 
 
+def test_fsdp_matches_one_process_and_resumes_anywhere(two: tuple[Path, str, list[dict[str, Any]]],
+                                                       tmp_path: Path) -> None:
+    """train.shard=fsdp on 2 processes: sharded for real, equal to 1 process, exact resume, portable checkpoints."""
+    import shutil
+
+    from diffsr.config import load_config
+    from diffsr.train.checkpoint import list_checkpoints, read_checkpoint
+    from diffsr.train.trainer import Trainer
+
+    out, _, ranks = two
+    # most of the denoiser is sharded, and each rank holds half of it
+    for r in ranks:
+        assert r["fsdp_sharded"] > 0.9 * r["fsdp_net"], r
+        assert abs(r["fsdp_local"] - r["fsdp_sharded"] / 2) <= 0.02 * r["fsdp_sharded"], r
+    assert ranks[0]["fsdp_local"] + ranks[1]["fsdp_local"] == ranks[0]["fsdp_sharded"]
+
+    restore = _restore_threads()
+    try:
+        trainer = Trainer(load_config("demo", [*CLI_RUN, "data.val_images=3"]), tmp_path / "one", progress=False)
+        one = trainer.fit()
+        # the sharded step-2 checkpoint, resumed by one unsharded process
+        shutil.copytree(out / "fsdp_resume" / "checkpoints" / "step_0000002",
+                        tmp_path / "cross" / "checkpoints" / "step_0000002")
+        Trainer(load_config("demo", [*CLI_RUN, "data.val_images=3"]), tmp_path / "cross", resume=True,
+                progress=False).fit()
+    finally:
+        restore()
+    a, b = read_checkpoint(tmp_path / "one"), read_checkpoint(out / "fsdp")
+    assert _max_diff(a["model"], b["model"]) < TOL
+    assert _max_diff(a["ema"], b["ema"]) < TOL
+    assert _max_diff(_flat_state(a["state"]["optimizer"]), _flat_state(b["state"]["optimizer"])) < TOL
+    # validation: 2 + 1 images sampled, all 3 gathered, the same PSNR as one process
+    for r in ranks:
+        assert r["fsdp_val"]["val/images"] == 3
+        assert abs(r["fsdp_val"]["val/psnr"] - one.val["val/psnr"]) < 1e-4
+    # 2 steps, stop, resume: the same as 3 straight (same sharding: bitwise)
+    c = read_checkpoint(out / "fsdp_resume")
+    assert [p.name for p in list_checkpoints(out / "fsdp_resume")] == ["step_0000002", "step_0000003"]
+    assert _max_diff(b["model"], c["model"]) == 0 and _max_diff(b["ema"], c["ema"]) == 0
+    assert _max_diff(_flat_state(b["state"]["optimizer"]), _flat_state(c["state"]["optimizer"])) == 0
+    # a sharded checkpoint resumes unsharded on one process: the same as one process throughout
+    d = read_checkpoint(tmp_path / "cross")
+    assert d["state"]["step"] == 3
+    assert _max_diff(a["model"], d["model"]) < TOL and _max_diff(a["ema"], d["ema"]) < TOL
+
+
+def test_accelerate_fsdp_configs_map_to_diffsr_sharding() -> None:
+    """Accelerate's own FSDP plugin (as an fsdp.yaml builds it): strategy -> reshard_after_forward; the rest refused."""
+    from accelerate.utils import FullyShardedDataParallelPlugin as Plugin
+
+    from diffsr.core.errors import ConfigError
+    from diffsr.train.trainer import accelerate_fsdp_reshard
+
+    assert accelerate_fsdp_reshard(Plugin(fsdp_version=2)) is True
+    assert accelerate_fsdp_reshard(Plugin(fsdp_version=2, reshard_after_forward=False)) is False
+    assert accelerate_fsdp_reshard(Plugin(fsdp_version=1, reshard_after_forward="FULL_SHARD")) is True
+    assert accelerate_fsdp_reshard(Plugin(fsdp_version=1, reshard_after_forward="SHARD_GRAD_OP")) is False
+    with pytest.raises(ConfigError, match="HYBRID_SHARD"):
+        accelerate_fsdp_reshard(Plugin(fsdp_version=1, reshard_after_forward="HYBRID_SHARD"))
+    with pytest.raises(ConfigError, match="offload"):
+        accelerate_fsdp_reshard(Plugin(fsdp_version=2, cpu_offload=True))
+
+
 def test_the_real_gan_optimiser_is_found() -> None:
     """The PatchGAN term keeps its discriminator optimiser where the gradient averaging finds it."""
     pytest.importorskip("diffsr.losses.adversarial")
@@ -322,6 +386,20 @@ def _robust(out: Path, rank: int, log: dict[str, Any]) -> None:
     trainer.fit()
     disc = trainer.stack.term_modules["gan"].disc.state_dict()
     torch.save({k: v.detach().clone() for k, v in disc.items()}, out / f"disc{rank}.pt")
+
+    # (d) FSDP: the CLI run sharded (3 validation images: rank 1 has one fewer), straight, and
+    # 2 steps + a resume to 3
+    from torch.distributed.tensor import DTensor
+
+    cfg = load_config("demo", FSDP_RUN)
+    trainer = Trainer(cfg, out / "fsdp", progress=False)
+    log["fsdp_val"] = trainer.fit().val
+    sharded = [p for p in trainer.raw_model.net.parameters() if isinstance(p, DTensor)]
+    log["fsdp_local"] = sum(p.to_local().numel() for p in sharded)
+    log["fsdp_sharded"] = sum(p.numel() for p in sharded)
+    log["fsdp_net"] = sum(p.numel() for p in trainer.raw_model.net.parameters())
+    Trainer(cfg, out / "fsdp_resume", progress=False).fit(stop_after=2)
+    Trainer(cfg, out / "fsdp_resume", resume=True, progress=False).fit()
 
 
 if __name__ == "__main__":

@@ -425,6 +425,10 @@ class TrainConfig(Strict):
     grad_clip: float | None = Field(1.0, gt=0)
     ema_decay: float | None = Field(0.999, gt=0, lt=1)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    # multi-process: "none" replicates the model; "fsdp" shards the denoiser's blocks (FSDP2,
+    # docs/distributed.md); reshard_after_forward false keeps them gathered until backward (ZeRO-2-like)
+    shard: Literal["none", "fsdp"] = "none"
+    reshard_after_forward: bool = True
     seed: int = 0
     log_every: int = Field(10, ge=1)
     ckpt_every: int = Field(500, ge=1)

@@ -221,13 +221,13 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=precision, cpu=not cuda)
         acc = self.accelerator
         kind = str(getattr(acc.distributed_type, "value", acc.distributed_type))
-        if kind in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
-            # the model is never handed to accelerate.prepare (gradients are averaged in
-            # _sync_grads), so a sharding engine would silently do nothing or fail later
+        shard, reshard = cfg.train.shard, cfg.train.reshard_after_forward
+        if kind == "FSDP":  # an Accelerate FSDP config: diffsr shards the model itself (sharding.py)
+            shard, reshard = "fsdp", accelerate_fsdp_reshard(acc.state.fsdp_plugin)
+        elif kind in ("DEEPSPEED", "MEGATRON_LM"):
             raise ConfigError(
-                f"accelerate distributed type {kind} is not supported: diffsr replicates the model and "
-                "averages gradients itself; launch plain multi-process (accelerate launch --multi_gpu or "
-                "torchrun) - see docs/distributed.md"
+                f"accelerate distributed type {kind} is not supported: use plain multi-process training or "
+                "train.shard=fsdp (ZeRO-3 / ZeRO-2-like sharding) - see docs/distributed.md"
             )
         self.world = acc.num_processes
         self.rank = acc.process_index
@@ -236,6 +236,12 @@ class Trainer:
                 f"data.batch_size: {cfg.data.batch_size} does not split over {self.world} processes"
             )
         self.local_batch = cfg.data.batch_size // self.world
+        self.sharded = shard == "fsdp" and self.world > 1
+        if self.sharded and precision == "fp16":
+            raise ConfigError("train.mixed_precision: fp16 cannot be combined with train.shard=fsdp "
+                              "(the loss scaler does not unscale sharded gradients); use bf16")
+        if self.sharded and cfg.train.compile:
+            raise ConfigError("train.compile: not supported together with train.shard=fsdp")
 
         # the config audit before any compute (no model, no data read): the process alone knows
         # its t range; a term that never switches on is its error, not also a warning
@@ -252,64 +258,73 @@ class Trainer:
             cfg.losses, channels=cfg.data.channels, codec=model.codec, total_steps=cfg.train.steps
         )
         self.stack = stack.to(acc.device)
-
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            params, lr=cfg.train.lr, betas=cfg.train.betas, weight_decay=cfg.train.weight_decay
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
         model = model.to(acc.device)
         # the EMA copies the plain model (before compiling): its shadow is never a compiled module
         self.ema = EMA(model, cfg.train.ema_decay) if cfg.train.ema_decay else None
-        if cfg.train.compile:
-            # compiled in place (nn.Module.compile): model.net stays the original module, so the
-            # state dict keeps its plain keys ('net.*', not 'net._orig_mod.*') and checkpoints
-            # load in load_model / sr / eval without torch.compile
-            model.net.compile(dynamic=False)
-        # the model is not wrapped in DDP: gradients are averaged explicitly (see _sync_grads),
-        # which works the same for gloo/NCCL and keeps SRModel's methods callable as they are
-        self.optimizer = acc.prepare(optimizer)
         self.model = model
-        self.scheduler = scheduler
         self.raw_model: SRModel = model
         self.step = 0
         self.skipped = 0
         self.nonfinite_terms = 0
         self.term_skips: dict[str, int] = {}  # per term: steps it was dropped for NaN/Inf
         self.bad_streak = 0
+        # weights first (into the plain model, before sharding), optimiser state after it exists
+        ckpt = self._read_latest() if self.resume else None
+        if ckpt is not None:
+            self._load_weights(*ckpt)
+        if cfg.train.audit and self.step == 0:
+            self._audit_reachability()  # plain autograd on the unsharded model, on every process
+        if self.sharded:
+            from diffsr.train.sharding import apply_fsdp, shard_units
+
+            # the output conv stays replicated: adaptive loss weights differentiate with respect to it
+            last = model.last_layer
+            keep_name = next((n for n, m in model.net.named_modules()
+                              if last is not None and any(p is last for p in m.parameters(recurse=False))), None)
+            nets = [model.net] + ([self.ema.shadow.net] if self.ema is not None else [])
+            for net in nets:  # the EMA shadow is sharded the same way: its update stays local
+                keep = dict(net.named_modules()).get(keep_name) if keep_name is not None else None
+                units = shard_units(net, keep=keep)
+                apply_fsdp(units, self.world, acc.device, reshard)
+            log.info("FSDP: %d blocks of the denoiser sharded over %d processes", len(units), self.world)
+        if cfg.train.compile:
+            # compiled in place (nn.Module.compile): model.net stays the original module, so the
+            # state dict keeps its plain keys ('net.*', not 'net._orig_mod.*') and checkpoints
+            # load in load_model / sr / eval without torch.compile
+            model.net.compile(dynamic=False)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params, lr=cfg.train.lr, betas=cfg.train.betas, weight_decay=cfg.train.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+        # the model is not wrapped in DDP: replicated gradients are averaged explicitly (see
+        # _sync_grads), which works the same for gloo/NCCL and keeps SRModel's methods callable;
+        # prepare_optimizer, not prepare: under an Accelerate FSDP config prepare() wants the model
+        self.optimizer = acc.prepare_optimizer(optimizer)
+        if ckpt is not None:
+            self._load_state(*ckpt)
         if self.world > 1:
             self._sync_term_optimizers()
-        if self.resume:
-            self._load_latest()
 
-    def _load_latest(self) -> None:
+    def _read_latest(self) -> tuple[Path, dict[str, Any]] | None:
         found = list_checkpoints(self.run_dir)
         if not found:
             log.info("no checkpoint in %s: starting from scratch", self.run_dir)
-            return
+            return None
         ckpt = read_checkpoint(found[-1])
+        state = ckpt["state"]
+        need = ("step", "optimizer", "scheduler")
+        if not isinstance(state, dict) or any(k not in state for k in need):
+            raise CheckpointError(f"{found[-1]}/state.pt: not a diffsr training state (needs {', '.join(need)})")
+        return found[-1], ckpt
+
+    def _load_weights(self, path: Path, ckpt: dict[str, Any]) -> None:
+        """Model and EMA weights, step and counters (before sharding and before the optimiser exists)."""
         load_trainable_state(self.raw_model, ckpt["model"])
         if self.ema is not None and ckpt["ema"] is not None:
             ema_state = {_plain_key(k): v for k, v in ckpt["ema"].items()}  # an old compiled run's keys
             self.ema.load_state_dict({**self.ema.shadow.state_dict(), **ema_state})
         state = ckpt["state"]
-        need = ("step", "optimizer", "scheduler")
-        if not isinstance(state, dict) or any(k not in state for k in need):
-            raise CheckpointError(f"{found[-1]}/state.pt: not a diffsr training state (needs {', '.join(need)})")
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError) as err:  # torch's message for another model / config
-            raise CheckpointError(
-                f"{found[-1]}/state.pt: the optimiser state does not fit this model ({str(err).splitlines()[0]})"
-            ) from None
-        self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("stack"):
-            self.stack.load_state_dict(state["stack"], strict=False)
-        for name, module in self.stack.named_modules():
-            repair = getattr(module, "repair_nonfinite", None)
-            if callable(repair) and repair():
-                log.warning("%s/state.pt: NaN/Inf in the discriminator %s (weights or optimiser state): "
-                            "re-initialised it", found[-1], name)
         if self.ema is not None:
             self.ema.updates = int(state.get("ema_updates", 0))
         self.step = int(state["step"])
@@ -317,7 +332,32 @@ class Trainer:
         self.nonfinite_terms = int(state.get("nonfinite_terms", 0))
         self.term_skips = {str(k): int(v) for k, v in dict(state.get("term_skips", {})).items()}
         self.bad_streak = int(state.get("bad_streak", 0))
-        log.info("resumed from %s at step %d", found[-1], self.step)
+
+    def _load_state(self, path: Path, ckpt: dict[str, Any]) -> None:
+        """Optimiser, LR schedule and loss-stack state (after the optimiser exists)."""
+        state = ckpt["state"]
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as err:  # torch's message for another model / config
+            raise CheckpointError(
+                f"{path}/state.pt: the optimiser state does not fit this model ({str(err).splitlines()[0]})"
+            ) from None
+        if self.sharded:
+            from diffsr.train.sharding import shard_optimizer_state
+
+            shard_optimizer_state(getattr(self.optimizer, "optimizer", self.optimizer))
+        self.scheduler.load_state_dict(state["scheduler"])
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None and state.get("scaler"):  # fp16: the loss scale and its growth tracker
+            scaler.load_state_dict(state["scaler"])
+        if state.get("stack"):
+            self.stack.load_state_dict(state["stack"], strict=False)
+        for name, module in self.stack.named_modules():
+            repair = getattr(module, "repair_nonfinite", None)
+            if callable(repair) and repair():
+                log.warning("%s/state.pt: NaN/Inf in the discriminator %s (weights or optimiser state): "
+                            "re-initialised it", path, name)
+        log.info("resumed from %s at step %d", path, self.step)
 
     # ------------------------------------------------------------------ one step
     def _batch(self, step: int) -> dict[str, Tensor]:
@@ -368,8 +408,8 @@ class Trainer:
         import torch.distributed as dist
 
         for p in self.model.parameters():
-            if not p.requires_grad:
-                continue
+            if not p.requires_grad or (self.sharded and _is_dtensor(p)):
+                continue  # FSDP has already reduce-scattered (averaged) a sharded parameter's gradient
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
@@ -457,7 +497,7 @@ class Trainer:
         # would otherwise make a term whose z0_hat is detached before decode look reachable
         params = [p for p in model.net.parameters() if p.requires_grad]
         audit_reachability(self.stack, probe, params).raise_if_failed()
-        self.optimizer.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=True)
 
     def train_step(self, step: int) -> tuple[Any, float, bool]:
         """One optimisation step; returns (report, grad_norm, applied)."""
@@ -498,7 +538,14 @@ class Trainer:
         if ok:
             self.accelerator.backward(total)
             self._sync_grads()
-            if cfg.train.grad_clip:
+            if self.sharded:  # a mix of sharded and replicated gradients: one global norm
+                from diffsr.train.sharding import clip_grad_norm, grad_norm
+
+                params = list(self.model.parameters())
+                device = self.accelerator.device
+                norm = clip_grad_norm(params, cfg.train.grad_clip, device) if cfg.train.grad_clip \
+                    else grad_norm(params, device)
+            elif cfg.train.grad_clip:
                 norm = self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
             else:
                 self.accelerator.unscale_gradients()  # fp16: report the true norm, not the scaled one
@@ -529,11 +576,18 @@ class Trainer:
     def save(self, report: Any = None) -> Path | None:
         """Write a checkpoint (main process only); returns its folder."""
         self.accelerator.wait_for_everyone()
+        model_state = trainable_state(self.raw_model)
+        ema_state = trainable_state(self.ema.shadow) if self.ema is not None else None
+        optimizer_state = self.optimizer.state_dict()
+        if self.sharded:  # full tensors, the layout of unsharded training (collective: every process)
+            from diffsr.train.sharding import full_tensors
+
+            model_state, ema_state, optimizer_state = full_tensors((model_state, ema_state, optimizer_state))
         if not self.accelerator.is_main_process:
             return None
         state = {
             "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer_state,
             "scheduler": self.scheduler.state_dict(),
             "stack": stack_state(self.stack),
             "ema_updates": self.ema.updates if self.ema is not None else 0,
@@ -542,6 +596,9 @@ class Trainer:
             "term_skips": dict(self.term_skips),
             "bad_streak": self.bad_streak,  # consecutive bad steps count across a resume
         }
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None:  # fp16: resume with the same loss scale, not the initial one
+            state["scaler"] = scaler.state_dict()
         meta = {
             "report": _report_dict(report),
             "skipped_steps": self.skipped,
@@ -553,8 +610,8 @@ class Trainer:
         return save_checkpoint(
             self.run_dir,
             self.step,
-            model=trainable_state(self.raw_model),
-            ema=trainable_state(self.ema.shadow) if self.ema is not None else None,
+            model=model_state,
+            ema=ema_state,
             state=state,
             config_yaml=self.config.to_yaml(),
             meta=meta,
@@ -571,7 +628,12 @@ class Trainer:
         model.eval()
         n = len(self.val_set) if max_items is None else min(max_items, len(self.val_set))
         rows = []
-        for i in range(self.rank, n, self.world):
+        # sharded: every process must run as many forward passes as the others (each gathers
+        # parameters from all); a process short of images samples one more and drops it
+        mine = list(range(self.rank, n, self.world))
+        rounds = -(-n // self.world) if self.sharded else len(mine)
+        for k in range(rounds):
+            i = mine[k] if k < len(mine) else 0
             item = self.val_set[i]
             hr = item["hr"][None].to(self.accelerator.device)
             lr_up = item["lr_up"][None].to(self.accelerator.device)
@@ -579,7 +641,9 @@ class Trainer:
             # a baseline (EDSR / RCAN / SwinIR) maps the LR image itself to SR
             lr = item["lr"][None].to(self.accelerator.device) if model.is_baseline else None
             sr = model.sample(lr_up, steps=self.config.sample.steps, generator=gen, lr=lr)
-            rows.append([float(psnr(sr, hr, data_range=1.0)[0]), float(psnr(lr_up.clamp(0, 1), hr, data_range=1.0)[0])])
+            if k < len(mine):
+                rows.append([float(psnr(sr, hr, data_range=1.0)[0]),
+                             float(psnr(lr_up.clamp(0, 1), hr, data_range=1.0)[0])])
         if self.world > 1:
             from accelerate.utils import gather_object
 
@@ -613,9 +677,6 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.run_dir / "tensorboard"))
-        if cfg.train.audit and self.step == 0:
-            self._audit_reachability()
-
         from diffsr.losses import log_report
 
         start_step = self.step
@@ -695,6 +756,34 @@ class Trainer:
     def skipped_discriminator(self) -> int:
         """Discriminator steps skipped for a NaN/Inf loss or gradient (kept in the stack's state)."""
         return sum(int(getattr(m, "skipped_steps", 0)) for m in self.stack.modules())
+
+
+def _is_dtensor(value: object) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(value, DTensor)
+
+
+def accelerate_fsdp_reshard(plugin: Any) -> bool:
+    """``reshard_after_forward`` for an Accelerate FSDP plugin (``accelerate launch --config_file fsdp.yaml``).
+
+    FULL_SHARD / ``true`` -> True (ZeRO-3), SHARD_GRAD_OP / ``false`` -> False (ZeRO-2-like).
+    Anything diffsr does not implement (hybrid or no sharding, parameter CPU offload) is a
+    ConfigError rather than being silently ignored.
+    """
+    mode = getattr(plugin, "reshard_after_forward", None)
+    if mode is None:  # FSDP1-style plugin
+        mode = getattr(plugin, "sharding_strategy", True)
+    name = str(getattr(mode, "name", mode)).upper()
+    offload = getattr(plugin, "cpu_offload", None)
+    if offload and (getattr(offload, "offload_params", False) or type(offload).__name__ == "CPUOffloadPolicy"):
+        raise ConfigError("accelerate FSDP: CPU offload is not supported by diffsr's sharding (docs/distributed.md)")
+    if name in ("TRUE", "FULL_SHARD", "1"):
+        return True
+    if name in ("FALSE", "SHARD_GRAD_OP", "2"):
+        return False
+    raise ConfigError(f"accelerate FSDP: sharding strategy {name} is not supported by diffsr "
+                      "(FULL_SHARD or SHARD_GRAD_OP; docs/distributed.md)")
 
 
 def _saved(checkpoint: Path | None) -> str:
