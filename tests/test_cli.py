@@ -152,6 +152,31 @@ def test_sr_16bit_png_keeps_16_bits(trained: Path, tmp_path: Path) -> None:
     assert np.any(arr.astype(np.int64) % 257 != 0)
 
 
+def test_sr_exact_tiles_write_the_whole_image_result(trained: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """--tile with the default exact mode: the 16-bit output equals the untiled one (to 1 level)."""
+    src = tmp_path / "big.png"
+    Image.fromarray((_texture(80, 72, 3) * 60000 + 1000).astype(np.uint16)).save(src)  # 320 x 288 HR
+    assert _run(["sr", str(src), "--ckpt", str(trained), "--out", str(tmp_path / "whole")]) == 0
+    assert _run(["sr", str(src), "--ckpt", str(trained), "--out", str(tmp_path / "tiled"), "--tile", "256"]) == 0
+    assert _run(["sr", str(src), "--ckpt", str(trained), "--out", str(tmp_path / "blend"), "--tile", "128",
+                 "--tile-mode", "blend"]) == 0
+    capsys.readouterr()
+    arrays = {}
+    for name in ("whole", "tiled", "blend"):
+        with Image.open(tmp_path / name / "big_sr.png") as im:
+            arrays[name] = np.asarray(im).astype(np.int64)
+    assert arrays["whole"].shape == (320, 288)
+    assert np.abs(arrays["tiled"] - arrays["whole"]).max() <= 1
+    assert np.abs(arrays["blend"] - arrays["whole"]).max() > 1  # blend tiles do differ
+    # too small a tile for the net's receptive field, and an unknown mode: one line, exit 2, nothing written
+    for extra, words in ((["--tile", "64"], "too small for exact tiling"), (["--tile-mode", "fast"], "--tile-mode")):
+        assert _run(["sr", str(src), "--ckpt", str(trained), "--out", str(tmp_path / "bad"), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and words in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "bad" / "big_sr.png").exists()
+
+
 def test_sr_nifti_divides_spacing_by_the_scale(trained: Path, tmp_path: Path) -> None:
     scale = 4
     vol = (_texture(12, 16, 2)[:, :, None] * np.linspace(0.5, 1.0, 3)[None, None]).astype(np.float32) * 1000

@@ -1,4 +1,4 @@
-"""Tiled inference agrees with whole-image inference (baselines and diffusion models)."""
+"""Blend-mode tiled inference agrees with whole-image inference (baselines and diffusion models)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from diffsr.train.model import build_model
 
 
 def _loaded(preset: str, overrides: list[str] | None = None) -> LoadedModel:
+    """A model in blend tiling mode (exact mode: tests/test_exact_tiling.py)."""
     torch.manual_seed(0)
-    config = load_config(preset, overrides)
+    config = load_config(preset, [*(overrides or []), "sample.tile_mode=blend"])
     model = build_model(config).eval()
     return LoadedModel(model, config, Path("mem"), 0, False)
 

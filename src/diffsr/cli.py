@@ -100,7 +100,10 @@ def sr(
     steps: Annotated[int | None, typer.Option(help="Sampling steps.")] = None,
     ema: Annotated[bool, typer.Option(help="Use the EMA weights.")] = True,
     tile: Annotated[int | None, typer.Option(help="HR tile size (bounded memory).")] = None,
-    overlap: Annotated[int | None, typer.Option(help="Tile overlap in HR pixels.")] = None,
+    overlap: Annotated[int | None, typer.Option(help="Tile overlap in HR pixels (blend mode).")] = None,
+    tile_mode: Annotated[
+        str | None, typer.Option(help="exact (tiled == whole image, slower) | blend (fast, approximate).")
+    ] = None,
     samples: Annotated[int, typer.Option(help="Draw N samples: write their mean and a std map.")] = 1,
     consistency: Annotated[
         str | None, typer.Option(help="Data consistency: none | backprojection | kspace.")
@@ -122,6 +125,10 @@ def sr(
         if consistency not in ("none", "backprojection", "kspace"):
             raise DiffsrError(f"--consistency: '{consistency}' is not one of none, backprojection, kspace")
         loaded.config.sample.consistency = consistency  # type: ignore[assignment]
+    if tile_mode is not None:
+        if tile_mode not in ("exact", "blend"):
+            raise DiffsrError(f"--tile-mode: '{tile_mode}' is not one of exact, blend")
+        loaded.config.sample.tile_mode = tile_mode  # type: ignore[assignment]
     from rich.progress import Progress
 
     # a progress bar only on a terminal: piped stderr stays clean (an error is then its one line)

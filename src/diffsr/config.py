@@ -445,7 +445,10 @@ class SampleConfig(Strict):
 
     steps: int | None = Field(None, ge=1)  # None: the process's default
     tile: int | None = Field(None, ge=16)  # HR tile size; None: whole image
-    overlap: int = Field(32, ge=0)
+    # exact: tiles give the whole-image result (halo + whole-image norm/attention state, slower);
+    # blend: independent overlapping tiles, raised-cosine blended (fast, differs by ~1e-2 at most)
+    tile_mode: Literal["exact", "blend"] = "exact"
+    overlap: int = Field(32, ge=0)  # blend mode only
     consistency: Literal["none", "backprojection", "kspace"] = "none"
     consistency_iters: int = Field(3, ge=1)
     guidance: float = Field(0.0, ge=0)  # DPS-style gradient step size

@@ -112,25 +112,28 @@ class SRModel(nn.Module):
         x0_hook: Callable[[Tensor, Tensor, Latent], Tensor] | None = None,
         noise: Tensor | None = None,
         lr: Tensor | None = None,
+        net: Callable[..., Tensor] | None = None,
     ) -> Tensor:
         """Super-resolve a batch of upsampled LR images (B, C, H, W) in [0, 1] -> SR in [0, 1].
 
         Sizes that are not a multiple of the codec's factor are padded and cropped back.
         ``x0_hook(z0_hat, t, zc)`` may project each clean estimate (data consistency).
+        ``net``: evaluates the denoiser in its place (e.g. tile by tile, ``nets.exact_tiling``).
         """
+        net = self.net if net is None else net
         h, w = lr_up.shape[-2:]
         if self.is_baseline:  # feed-forward: LR -> SR in one pass, no padding needed
             if lr is None:
                 raise ValueError("a baseline model samples from the LR image (lr=...)")
             # the net speaks the pixel codec's latent ([-1, 1]); decode it like any other z0
-            z0 = self.net(lr)
+            z0 = net(lr)
             return self.codec.decode(Latent(z0, {}))[..., :h, :w].clamp(0, 1)
         padded, _ = pad_to(lr_up, self.codec.downsample)
         zc = self.codec.encode(padded)
         hook: X0Hook | None = None
         if x0_hook is not None:
             hook = lambda z, t: x0_hook(z, t, zc)  # noqa: E731
-        z0 = self.process.sample(self.net, zc.z, steps=steps, generator=generator, x0_hook=hook, noise=noise)
+        z0 = self.process.sample(net, zc.z, steps=steps, generator=generator, x0_hook=hook, noise=noise)
         sr = self.codec.decode(zc.with_z(z0))
         return sr[..., :h, :w].clamp(0, 1)
 

@@ -1,0 +1,409 @@
+"""Exact tiled evaluation of a convolutional net: the same output as one whole-image pass, tile by tile.
+
+A tile's output differs from the whole-image output for two reasons, and this module removes both:
+
+1. **Limited context.** A tile sees zero padding where the whole image has neighbours. Each
+   tile is therefore a *core* (a cell of a grid that partitions the image) plus a *halo* at
+   least as wide as the net's receptive-field radius; only the core's output is kept. The
+   radius is measured once per net (:func:`receptive_radius`). Tiles start on multiples of the
+   net's size multiple (its total stride), so strided convolutions see the same phase.
+2. **Layers that see the whole image** - GroupNorm statistics, self-attention over all
+   positions (diffsr's UNet :class:`~diffsr.nets.unet.Attention`) and a global average pool
+   (RCAN's channel attention). Their whole-image state is computed first, layer by layer: pass
+   k runs every tile up to the k-th such layer (the earlier ones already using their global
+   state), accumulates that layer's statistics over the tile cores (sums in float64; the keys
+   and values of attention) and stops the forward there. A final pass runs every tile with all
+   global states and stitches the cores.
+
+Cost: about (number of global layers) / 2 + 1 tile forwards per evaluation, on tiles enlarged by
+the halo - exactness, not speed (``sample.tile_mode: blend`` is the fast approximation).
+Memory: one tile's activations, the per-group statistics, and attention keys/values for the
+whole image at the attention's (coarse) level.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import types
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from diffsr.core.errors import ConfigError
+
+Box = tuple[int, int, int, int]  # y0, y1, x0, x1
+
+
+class _Stop(Exception):
+    """Ends a recording forward once the layer being measured has been seen."""
+
+
+def _is_attention(module: nn.Module) -> bool:
+    from diffsr.nets.unet import Attention
+
+    return isinstance(module, Attention)
+
+
+def _is_global_pool(module: nn.Module) -> bool:
+    if not isinstance(module, nn.AdaptiveAvgPool2d):
+        return False
+    size = module.output_size
+    return size == 1 or tuple(size if isinstance(size, tuple) else (size, size)) == (1, 1)
+
+
+def unsupported_global_layers(net: nn.Module) -> list[str]:
+    """Names of modules whose output depends on the whole image in a way exact tiling cannot reproduce."""
+    bad = []
+    for name, m in net.named_modules():
+        if (
+            (isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training)
+            or isinstance(m, nn.modules.instancenorm._InstanceNorm | nn.AdaptiveMaxPool2d | nn.MultiheadAttention)
+            or (isinstance(m, nn.AdaptiveAvgPool2d) and not _is_global_pool(m))
+            or type(m).__name__ in ("SwinTransformerBlock", "WindowAttention")
+        ):
+            bad.append(name or type(m).__name__)
+    return bad
+
+
+class _Engine:
+    """Patches the global layers of ``net`` for one tiled evaluation (see the module docstring)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.layers = [m for m in net.modules() if isinstance(m, nn.GroupNorm) or _is_attention(m)
+                       or _is_global_pool(m)]
+        self.mode = "plain"  # plain | record | frozen | probe
+        self.target = -1  # the call index being recorded
+        self.calls = 0
+        self.state: dict[int, Any] = {}
+        self.acc: Any = None
+        self.crop: tuple[int, int] = (1, 1)  # the current crop's (h, w) on the input grid
+        self.core: Box = (0, 1, 0, 1)  # its core, in crop coordinates
+
+    # ------------------------------------------------------------------ helpers
+    def _index(self) -> int:
+        k = self.calls
+        self.calls += 1
+        return k
+
+    def _core_of(self, x: Tensor) -> Box:
+        """The core box on ``x``'s grid (the crop scaled to x's size)."""
+        h, w = x.shape[-2:]
+        ch, cw = self.crop
+        y0, y1, x0, x1 = self.core
+        out = []
+        for a, n, size in ((y0, h, ch), (y1, h, ch), (x0, w, cw), (x1, w, cw)):
+            if (a * n) % size:
+                raise RuntimeError(f"exact tiling: core edge {a} does not fall on the {n}-pixel grid of a layer")
+            out.append(a * n // size)
+        return out[0], out[1], out[2], out[3]
+
+    # ------------------------------------------------------------------ GroupNorm
+    def group_norm(self, module: nn.GroupNorm, x: Tensor) -> Tensor:
+        if self.mode == "plain":
+            return F.group_norm(x, module.num_groups, module.weight, module.bias, module.eps)
+        k = self._index()
+        b, c = x.shape[:2]
+        g = module.num_groups
+        if self.mode == "probe":  # local statistics, but no gradient through them: values stay bounded,
+            # the gradient's support stays that of the convolutions
+            xg = x.reshape(b, g, -1)
+            mean = xg.detach().mean(-1, keepdim=True)
+            rstd = (xg.detach().var(-1, unbiased=False, keepdim=True) + module.eps).rsqrt()
+            y = ((xg - mean) * rstd).reshape(x.shape)
+        elif self.mode == "record" and k == self.target:
+            y0, y1, x0, x1 = self._core_of(x)
+            core = x[..., y0:y1, x0:x1].double().reshape(b, g, -1)
+            s1, s2, n = core.sum(-1), core.square().sum(-1), core.shape[-1]
+            if self.acc is None:
+                self.acc = [torch.zeros_like(s1), torch.zeros_like(s2), 0]
+            self.acc[0] += s1
+            self.acc[1] += s2
+            self.acc[2] += n
+            raise _Stop
+        else:
+            mean, rstd = self.state[k]
+            y = ((x.reshape(b, g, -1) - mean[..., None].to(x.dtype)) * rstd[..., None].to(x.dtype)).reshape(x.shape)
+        if module.affine:
+            y = y * module.weight.view(1, c, 1, 1) + module.bias.view(1, c, 1, 1)
+        return y
+
+    def finish_group_norm(self, module: nn.GroupNorm) -> tuple[Tensor, Tensor]:
+        s1, s2, n = self.acc
+        mean = s1 / n
+        var = (s2 / n - mean.square()).clamp_min(0)
+        return mean, (var + module.eps).rsqrt()
+
+    # ------------------------------------------------------------------ attention (diffsr UNet)
+    def attention(self, module: nn.Module, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        qkv = module.qkv(module.norm(x)).reshape(b, 3, module.heads, c // module.heads, h * w)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (B, heads, HW, d)
+        if self.mode == "plain":
+            out = F.scaled_dot_product_attention(q, k, v)
+            return x + module.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+        idx = self._index()  # after the inner norm's call: its statistics are known by now
+        if self.mode == "probe":  # one zero key/value: attention adds a constant (pointwise)
+            keys = values = torch.zeros_like(k[:, :, :1])
+        elif self.mode == "record" and idx == self.target:
+            y0, y1, x0, x1 = self._core_of(x)
+            grid = torch.arange(h * w, device=x.device).reshape(h, w)[y0:y1, x0:x1].reshape(-1)
+            if self.acc is None:
+                self.acc = ([], [])
+            self.acc[0].append(k[:, :, grid])
+            self.acc[1].append(v[:, :, grid])
+            raise _Stop
+        else:
+            keys, values = self.state[idx]
+        out = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype))
+        return x + module.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+
+    def finish_attention(self) -> tuple[Tensor, Tensor]:
+        keys, values = self.acc
+        return torch.cat(keys, dim=2), torch.cat(values, dim=2)
+
+    # ------------------------------------------------------------------ global average pool (RCAN)
+    def pool(self, module: nn.Module, x: Tensor) -> Tensor:
+        if self.mode == "plain":
+            return x.mean((-2, -1), keepdim=True)
+        k = self._index()
+        if self.mode == "probe":
+            return torch.ones_like(x[..., :1, :1])
+        if self.mode == "record" and k == self.target:
+            y0, y1, x0, x1 = self._core_of(x)
+            core = x[..., y0:y1, x0:x1].double()
+            if self.acc is None:
+                self.acc = [torch.zeros_like(core[..., :1, :1]), 0]
+            self.acc[0] += core.sum((-2, -1), keepdim=True)
+            self.acc[1] += core.shape[-2] * core.shape[-1]
+            raise _Stop
+        return self.state[k].to(x.dtype)
+
+    def finish_pool(self) -> Tensor:
+        return self.acc[0] / self.acc[1]
+
+    # ------------------------------------------------------------------ patching
+    @contextmanager
+    def patched(self) -> Iterator[None]:
+        for m in self.layers:
+            if isinstance(m, nn.GroupNorm):
+                m.forward = types.MethodType(lambda mod, x: self.group_norm(mod, x), m)  # type: ignore[method-assign]
+            elif _is_attention(m):
+                m.forward = types.MethodType(lambda mod, x: self.attention(mod, x), m)  # type: ignore[method-assign]
+            else:
+                m.forward = types.MethodType(lambda mod, x: self.pool(mod, x), m)  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            for m in self.layers:
+                del m.forward  # back to the class's forward
+
+    def finish(self, k: int, layer: nn.Module) -> None:
+        if isinstance(layer, nn.GroupNorm):
+            self.state[k] = self.finish_group_norm(layer)
+        elif _is_attention(layer):
+            self.state[k] = self.finish_attention()
+        else:
+            self.state[k] = self.finish_pool()
+        self.acc = None
+
+
+def receptive_radius(fn: Callable[..., Tensor], shapes: Sequence[tuple[int, int]], *, multiple: int,
+                     scale: int = 1, net: nn.Module, limit: int = 4096) -> int:
+    """Receptive-field radius (input-grid pixels) of ``fn`` with whole-image layers made pointwise.
+
+    Measured on a copy of ``net`` with positive random weights of scale 1/fan-in (so no
+    gradient vanishes by accident, e.g. a zero-initialised output conv, and none overflows):
+    the input gradient of a ``multiple`` x ``multiple`` block of output pixels at the centre
+    has a support; its reach beyond the block is the radius. The probe grows until the support stays inside it.
+    """
+    probe_net = copy.deepcopy(net).float()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in probe_net.parameters():
+            fan_in = p[0].numel() if p.ndim > 1 else 1  # ~1/fan_in: activations stay O(1)
+            p.copy_((torch.rand(p.shape, generator=gen) * 0.9 + 0.1) / fan_in)
+    engine = _Engine(probe_net)
+    size = 8 * multiple
+    device = next(iter(net.parameters()), torch.empty(0)).device
+    probe_net.to(device)
+    while size <= limit:
+        inputs = [torch.rand((b, c, size, size), generator=gen).to(device).requires_grad_(True) for b, c in shapes]
+        engine.mode, engine.calls = "probe", 0
+        with torch.enable_grad(), engine.patched():
+            out = fn(probe_net, *inputs)
+            c0 = (size // 2 // multiple) * multiple
+            block = out[..., c0 * scale : (c0 + multiple) * scale, c0 * scale : (c0 + multiple) * scale]
+            grads = torch.autograd.grad(block.sum(), inputs, allow_unused=True)
+        support = torch.zeros(size, size, dtype=torch.bool, device=device)
+        for g in grads:
+            if g is not None:
+                support |= g[0].abs().sum(0) > 0
+        ys = support.any(1).nonzero().flatten()
+        xs = support.any(0).nonzero().flatten()
+        if ys.numel() == 0:
+            return 0
+        if ys.min() > 0 and xs.min() > 0 and ys.max() < size - 1 and xs.max() < size - 1:
+            reach = [c0 - int(ys.min()), int(ys.max()) - (c0 + multiple - 1),
+                     c0 - int(xs.min()), int(xs.max()) - (c0 + multiple - 1)]
+            return max(0, *reach)
+        size *= 2
+    raise ConfigError(f"exact tiling: the net's receptive field exceeds {limit} pixels (is it global?)")
+
+
+class ExactTiler:
+    """Evaluate ``fn(*inputs)`` (a net over spatial tensors) tile by tile with the whole-image result.
+
+    Args:
+        net: the module ``fn`` runs (its GroupNorm / attention / global-pool layers are patched).
+        fn: ``fn(net, *crops) -> output`` for crops (B, C_i, h, w) -> (B, C', h*scale, w*scale).
+        tile: the largest crop side (core + 2 halo) on the input grid; bounds memory.
+        multiple: the net's size multiple (total stride): crops and cores start on multiples of it.
+        scale: output size / input size (a feed-forward SR net).
+        halo: context kept around each core; None measures the receptive field (once per shapes).
+        unit: user-facing pixels per input pixel (the codec's factor, or the SR scale for a
+            baseline tiled on the LR grid): error messages speak the user's ``sample.tile`` units.
+    """
+
+    def __init__(self, net: nn.Module, fn: Callable[..., Tensor], *, tile: int, multiple: int = 1,
+                 scale: int = 1, halo: int | None = None, unit: int = 1) -> None:
+        bad = unsupported_global_layers(net)
+        if bad:
+            raise ConfigError(f"exact tiling: layers that see the whole image in a way it cannot reproduce: "
+                              f"{', '.join(bad[:3])}; use sample.tile_mode=blend")
+        self.net, self.fn, self.multiple, self.scale = net, fn, multiple, scale
+        self.tile = (tile // multiple) * multiple
+        self.halo = halo
+        self.unit = unit
+        self.engine = _Engine(net)
+
+    def plan(self, h: int, w: int) -> list[tuple[Box, Box]]:
+        """(crop box, core box in crop coordinates) for an (h, w) input, both multiples of ``multiple``."""
+        assert self.halo is not None
+        core = self.tile - 2 * self.halo
+        if core < self.multiple:
+            u = self.unit
+            raise ConfigError(
+                f"sample.tile: {self.tile * u} pixels is too small for exact tiling: the net's receptive field "
+                f"needs a halo of {self.halo * u} on each side (tile >= {(2 * self.halo + self.multiple) * u}); "
+                "or use sample.tile_mode=blend"
+            )
+
+        def cells(n: int) -> list[tuple[int, int]]:
+            return [(a, min(a + core, n)) for a in range(0, n, core)]
+
+        plan = []
+        for y0, y1 in cells(h):
+            for x0, x1 in cells(w):
+                cy0, cy1 = max(0, y0 - self.halo), min(h, y1 + self.halo)
+                cx0, cx1 = max(0, x0 - self.halo), min(w, x1 + self.halo)
+                plan.append(((cy0, cy1, cx0, cx1), (y0 - cy0, y1 - cy0, x0 - cx0, x1 - cx0)))
+        return plan
+
+    def __call__(self, *inputs: Tensor) -> Tensor:
+        """The whole-image output of ``fn`` for inputs (B, C_i, H, W), H and W multiples of ``multiple``."""
+        h, w = inputs[0].shape[-2:]
+        if h % self.multiple or w % self.multiple:
+            raise ValueError(f"exact tiling: input {h}x{w} is not a multiple of {self.multiple}")
+        if self.halo is None:
+            radius = receptive_radius(self.fn, [tuple(x.shape[:2]) for x in inputs], multiple=self.multiple,
+                                      scale=self.scale, net=self.net)
+            self.halo = math.ceil(radius / self.multiple) * self.multiple
+        plan = self.plan(h, w)
+        engine = self.engine
+        engine.state = {}
+        k = self.scale
+
+        def crops(box: Box) -> list[Tensor]:
+            y0, y1, x0, x1 = box
+            return [x[..., y0:y1, x0:x1] for x in inputs]
+
+        with engine.patched():
+            # the global layers, in the order the forward needs them
+            order = self._order(crops(plan[0][0]), plan[0][0])
+            for target in range(len(order)):
+                engine.mode, engine.target, engine.acc = "record", target, None
+                for box, core in plan:
+                    engine.calls, engine.crop, engine.core = 0, (box[1] - box[0], box[3] - box[2]), core
+                    try:
+                        self.fn(self.net, *crops(box))
+                    except _Stop:
+                        pass
+                    else:
+                        raise RuntimeError(f"exact tiling: global layer {target} was not reached")
+                engine.finish(target, order[target])
+            engine.mode = "frozen"
+            out: Tensor | None = None
+            for box, core in plan:
+                engine.calls, engine.crop, engine.core = 0, (box[1] - box[0], box[3] - box[2]), core
+                result = self.fn(self.net, *crops(box))
+                if out is None:
+                    out = result.new_empty((*result.shape[:2], h * k, w * k))
+                y0, y1, x0, x1 = core
+                out[..., (box[0] + y0) * k : (box[0] + y1) * k, (box[2] + x0) * k : (box[2] + x1) * k] = (
+                    result[..., y0 * k : y1 * k, x0 * k : x1 * k]
+                )
+        assert out is not None
+        return out
+
+    def _order(self, crop_inputs: list[Tensor], box: Box) -> list[nn.Module]:
+        """Which module each global-layer call index belongs to (one probe-mode forward)."""
+        engine = self.engine
+        owners: list[nn.Module] = []
+        gn, att, pool = engine.group_norm, engine.attention, engine.pool
+        current: list[nn.Module] = []
+        index = engine._index
+
+        def tagged(method: Callable[[nn.Module, Tensor], Tensor]) -> Callable[[nn.Module, Tensor], Tensor]:
+            def call(m: nn.Module, x: Tensor) -> Tensor:
+                current.append(m)
+                try:
+                    return method(m, x)
+                finally:
+                    current.pop()
+            return call
+
+        def owned_index() -> int:
+            owners.append(current[-1])
+            return index()
+
+        engine.group_norm, engine.attention, engine.pool = tagged(gn), tagged(att), tagged(pool)  # type: ignore[method-assign]
+        engine._index = owned_index  # type: ignore[method-assign]
+        try:
+            engine.mode, engine.calls = "probe", 0
+            engine.crop, engine.core = (box[1] - box[0], box[3] - box[2]), (0, box[1] - box[0], 0, box[3] - box[2])
+            with torch.no_grad():
+                self.fn(self.net, *crop_inputs)
+        finally:
+            for name in ("group_norm", "attention", "pool", "_index"):
+                delattr(engine, name)
+        return owners
+
+
+class TiledUNet:
+    """``net(x, t, cond)`` evaluated exactly tile by tile: a drop-in for the denoiser in a sampler.
+
+    The latent is padded (replicate, bottom/right) to the net's size multiple first, as the
+    UNet pads internally, so the tiles see what the whole-image pass sees.
+    """
+
+    def __init__(self, net: nn.Module, *, tile: int, halo: int | None = None, unit: int = 1) -> None:
+        self.net = net
+        self.multiple = int(getattr(net, "multiple", 1))
+        self._t: Tensor | None = None
+        self.tiler = ExactTiler(net, lambda n, x, c: n(x, self._t, c), tile=tile, multiple=self.multiple, halo=halo,
+                                unit=unit)
+
+    def __call__(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        m = self.multiple
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+            cond = F.pad(cond, (0, pw, 0, ph), mode="replicate")
+        self._t = t
+        return self.tiler(x, cond)[..., :h, :w]
