@@ -281,6 +281,24 @@ def test_accelerate_fsdp_configs_map_to_diffsr_sharding() -> None:
         accelerate_fsdp_reshard(Plugin(fsdp_version=2, cpu_offload=True))
 
 
+def test_accelerate_deepspeed_configs_map_to_diffsr_sharding() -> None:
+    """Accelerate's DeepSpeed plugin (as a ds_config / accelerate yaml builds it): ZeRO stage -> sharding."""
+    from accelerate.utils import DeepSpeedPlugin
+
+    from diffsr.core.errors import ConfigError
+    from diffsr.train.trainer import accelerate_deepspeed_reshard
+
+    assert accelerate_deepspeed_reshard(DeepSpeedPlugin(zero_stage=1)) is False
+    assert accelerate_deepspeed_reshard(DeepSpeedPlugin(zero_stage=2)) is False
+    assert accelerate_deepspeed_reshard(DeepSpeedPlugin(zero_stage=3)) is True
+    ds = {"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1}
+    assert accelerate_deepspeed_reshard(DeepSpeedPlugin(hf_ds_config=ds)) is True
+    with pytest.raises(ConfigError, match="stage 0"):
+        accelerate_deepspeed_reshard(DeepSpeedPlugin(zero_stage=0))
+    with pytest.raises(ConfigError, match="offload_param.device=cpu"):
+        accelerate_deepspeed_reshard(DeepSpeedPlugin(zero_stage=3, offload_param_device="cpu"))
+
+
 def test_the_real_gan_optimiser_is_found() -> None:
     """The PatchGAN term keeps its discriminator optimiser where the gradient averaging finds it."""
     pytest.importorskip("diffsr.losses.adversarial")

@@ -224,9 +224,13 @@ class Trainer:
         shard, reshard = cfg.train.shard, cfg.train.reshard_after_forward
         if kind == "FSDP":  # an Accelerate FSDP config: diffsr shards the model itself (sharding.py)
             shard, reshard = "fsdp", accelerate_fsdp_reshard(acc.state.fsdp_plugin)
-        elif kind in ("DEEPSPEED", "MEGATRON_LM"):
+        elif kind == "DEEPSPEED":  # its ZeRO stage selects the same sharding; DeepSpeed's engine is not used
+            shard, reshard = "fsdp", accelerate_deepspeed_reshard(acc.state.deepspeed_plugin)
+            log.info("DeepSpeed config: ZeRO stage mapped to train.shard=fsdp, reshard_after_forward=%s "
+                     "(diffsr's own FSDP2 sharding; docs/distributed.md)", reshard)
+        elif kind == "MEGATRON_LM":
             raise ConfigError(
-                f"accelerate distributed type {kind} is not supported: use plain multi-process training or "
+                "accelerate distributed type MEGATRON_LM is not supported: use plain multi-process training or "
                 "train.shard=fsdp (ZeRO-3 / ZeRO-2-like sharding) - see docs/distributed.md"
             )
         self.world = acc.num_processes
@@ -536,7 +540,10 @@ class Trainer:
         # every process must take the same branch (collectives below)
         ok = not self._any(not ok)
         if ok:
-            self.accelerator.backward(total)
+            if self.sharded:  # no loss scaler with sharding; under a DeepSpeed config Accelerate's
+                total.backward()  # backward would look for a DeepSpeed engine diffsr does not create
+            else:
+                self.accelerator.backward(total)
             self._sync_grads()
             if self.sharded:  # a mix of sharded and replicated gradients: one global norm
                 from diffsr.train.sharding import clip_grad_norm, grad_norm
@@ -784,6 +791,29 @@ def accelerate_fsdp_reshard(plugin: Any) -> bool:
         return False
     raise ConfigError(f"accelerate FSDP: sharding strategy {name} is not supported by diffsr "
                       "(FULL_SHARD or SHARD_GRAD_OP; docs/distributed.md)")
+
+
+def accelerate_deepspeed_reshard(plugin: Any) -> bool:
+    """``reshard_after_forward`` for an Accelerate DeepSpeed plugin: ZeRO-1/2 -> False, ZeRO-3 -> True.
+
+    diffsr does not run DeepSpeed's engine (it would take over the optimiser, loss scaling and
+    checkpoints); the stage selects diffsr's FSDP2 sharding with the matching memory profile.
+    Stage 0 and CPU / NVMe offload have no equivalent here and are refused.
+    """
+    config = getattr(plugin, "deepspeed_config", None) or {}
+    zero = config.get("zero_optimization", {}) if isinstance(config, dict) else {}
+    stage = zero.get("stage", getattr(plugin, "zero_stage", None))
+    for key in ("offload_optimizer", "offload_param"):
+        device = (zero.get(key) or {}).get("device", "none") if isinstance(zero.get(key), dict) else "none"
+        if str(device).lower() not in ("none", "null"):
+            raise ConfigError(f"DeepSpeed config: zero_optimization.{key}.device={device}: offload is not supported "
+                              "by diffsr's sharding (docs/distributed.md)")
+    if stage in (1, 2):
+        return False
+    if stage == 3:
+        return True
+    raise ConfigError(f"DeepSpeed config: ZeRO stage {stage} is not supported (1, 2 or 3; for stage 0 launch "
+                      "plain multi-GPU instead; docs/distributed.md)")
 
 
 def _saved(checkpoint: Path | None) -> str:
