@@ -9,8 +9,10 @@ allocator state does not hide another's peak:
 - ``demo``: the demo preset (ResShift T 4, Haar level-2 'all', tiny UNet), 1 and 4 steps;
 - ``difiisr-dwt-all (net tiny)``: ``load_config("difiisr-dwt-all", ["net.size=tiny"])``,
   ResShift T 15, 15 steps (the preset's 'small' UNet replaced by 'tiny' to keep CPU time sane);
-- tiling: the demo model, 1 step, 1024x1024 output as a whole image vs tile 256 (overlap 32),
-  and 2048x2048 with tile 256 - the tiled peak should stay near the tiled 1024 figure.
+- tiling: the demo model, 1 step, 1024x1024 output as a whole image vs blend tiles of 256
+  (overlap 32) and exact tiles of 512, and 2048x2048 with both - the tiled peaks should stay
+  near the tiled 1024 figures (exact mode: the sampler's latents are image-sized, the net's
+  activations tile-sized).
 
 Latency: the median of ``repeat`` calls after one warm-up call. Peak memory: on CPU the
 process's resident set size polled every millisecond during the first (cold) call, minus the
@@ -54,9 +56,11 @@ def cases(quick: bool) -> list[dict[str, Any]]:
         {"model": "demo", "lr": 128, "steps": 1, "tile": 0},
         {"model": "demo", "lr": 128, "steps": 4, "tile": 0},
         {"model": "difiisr-dwt-all (net tiny)", "lr": 128, "steps": 15, "tile": 0},
-        {"model": "demo", "lr": 256, "steps": 1, "tile": 256},
+        {"model": "demo", "lr": 256, "steps": 1, "tile": 256, "mode": "blend"},
+        {"model": "demo", "lr": 256, "steps": 1, "tile": 512, "mode": "exact"},
         {"model": "demo", "lr": 256, "steps": 1, "tile": 0},
-        {"model": "demo", "lr": 512, "steps": 1, "tile": 256},
+        {"model": "demo", "lr": 512, "steps": 1, "tile": 256, "mode": "blend"},
+        {"model": "demo", "lr": 512, "steps": 1, "tile": 512, "mode": "exact"},
     ]
     if not quick:
         out.append({"model": "demo", "lr": 512, "steps": 1, "tile": 0})
@@ -101,6 +105,7 @@ def child(case: dict[str, Any], device: torch.device, repeat: int) -> dict[str, 
     cfg = load_config(preset, overrides)
     torch.manual_seed(0)
     model = build_model(cfg).to(device).eval()
+    cfg.sample.tile_mode = case.get("mode", "exact")  # type: ignore[assignment]
     loaded = LoadedModel(model=model, config=cfg, checkpoint=Path("<random weights>"), step=0, ema=False)
     lr = torch.rand(1, cfg.data.channels, case["lr"], case["lr"], generator=torch.Generator().manual_seed(0))
     lr = lr.to(device)
@@ -178,18 +183,22 @@ def main() -> None:
         else:
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         r = rows[-1]
-        print(f"  {r['model']:<27} lr {r['lr']:>4} steps {r['steps']:>2} tile {r['tile'] or '-':>4}: "
+        print(f"  {r['model']:<27} lr {r['lr']:>4} steps {r['steps']:>2} tile {r['tile'] or '-':>4} "
+              f"{r.get('mode', ''):>5}: "
               + (f"{r['latency_s']:.3f} s, peak {r['peak_memory_mb']:.0f} MB" if "error" not in r else r["error"]),
               flush=True)
     meta["loadavg_after"] = list(os.getloadavg())
-    tiled = {r["lr"]: r for r in rows if r.get("tile") and "error" not in r}
     whole = {r["lr"]: r for r in rows if not r.get("tile") and r["steps"] == 1 and "error" not in r}
     summary: dict[str, Any] = {}
-    if 256 in tiled and 256 in whole:
-        summary["whole_over_tiled_peak_1024"] = round(whole[256]["peak_memory_mb"] / tiled[256]["peak_memory_mb"], 2)
-    if 256 in tiled and 512 in tiled:
-        summary["tiled_2048_over_tiled_1024_peak"] = round(
-            tiled[512]["peak_memory_mb"] / tiled[256]["peak_memory_mb"], 2)
+    for mode in ("blend", "exact"):
+        tiled = {r["lr"]: r for r in rows if r.get("tile") and r.get("mode") == mode and "error" not in r}
+        if 256 in tiled and 256 in whole:
+            summary[f"whole_over_{mode}_peak_1024"] = round(
+                whole[256]["peak_memory_mb"] / tiled[256]["peak_memory_mb"], 2)
+            summary[f"{mode}_over_whole_latency_1024"] = round(tiled[256]["latency_s"] / whole[256]["latency_s"], 2)
+        if 256 in tiled and 512 in tiled:
+            summary[f"{mode}_2048_over_{mode}_1024_peak"] = round(
+                tiled[512]["peak_memory_mb"] / tiled[256]["peak_memory_mb"], 2)
         # the output itself (and the stitching buffers) must grow with the image: 2048^2 float32 = 16 MB
         summary["note"] = ("the stitched output and its weight buffers grow with the image "
                            "(2048x2048 float32 = 16 MB each); the per-tile working set does not")
@@ -198,14 +207,15 @@ def main() -> None:
               "summary": summary}
     print(f"\ninference, {args.device}, threads {args.threads or 'default'}, median of {args.repeat} "
           f"(load {meta['loadavg_before'][0]:.1f})")
-    print(f"{'model':<27} {'output':>10} {'steps':>5} {'tile':>5} {'latency s':>10} {'cold s':>7} {'peak MB':>8} "
-          f"{'maxrss MB':>9}")
+    print(f"{'model':<27} {'output':>10} {'steps':>5} {'tile':>5} {'mode':>5} {'latency s':>10} {'cold s':>7} "
+          f"{'peak MB':>8} {'maxrss MB':>9}")
     for r in rows:
         if "error" in r:
             print(f"{r['model']:<27} lr {r['lr']}: {r['error']}")
             continue
         out = "x".join(str(s) for s in r["output"])
-        print(f"{r['model']:<27} {out:>10} {r['steps']:>5} {r['tile'] or '-':>5} {r['latency_s']:>10.3f} "
+        print(f"{r['model']:<27} {out:>10} {r['steps']:>5} {r['tile'] or '-':>5} {r.get('mode', ''):>5} "
+              f"{r['latency_s']:>10.3f} "
               f"{r['first_call_s']:>7.3f} {r['peak_memory_mb']:>8.1f} {r['ru_maxrss_mb']:>9.1f}")
     for k, v in summary.items():
         print(f"{k}: {v}")
