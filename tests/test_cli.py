@@ -170,7 +170,8 @@ def test_sr_exact_tiles_write_the_whole_image_result(trained: Path, tmp_path: Pa
     assert np.abs(arrays["tiled"] - arrays["whole"]).max() <= 1
     assert np.abs(arrays["blend"] - arrays["whole"]).max() > 1  # blend tiles do differ
     # too small a tile for the net's receptive field, and an unknown mode: one line, exit 2, nothing written
-    for extra, words in ((["--tile", "64"], "too small for exact tiling"), (["--tile-mode", "fast"], "--tile-mode")):
+    for extra, words in ((["--tile", "64", "--tile-mode", "exact"], "too small for exact tiling"),
+                         (["--tile-mode", "fast"], "--tile-mode")):
         assert _run(["sr", str(src), "--ckpt", str(trained), "--out", str(tmp_path / "bad"), *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and words in err and len(err.splitlines()) == 1, err

@@ -106,10 +106,20 @@ def test_super_resolve_exact_equals_untiled(overrides: list[str]) -> None:
     assert blend_err > TOL  # the set-up does see tiling errors: blend mode is not exact
 
 
-def test_exact_tiling_refuses_what_it_cannot_do() -> None:
-    loaded = _loaded("demo", ["net.width=16", "net.channel_mult=[1,2]"])
+def test_exact_tiling_refuses_what_it_cannot_do(caplog: pytest.LogCaptureFixture) -> None:
+    loaded = _loaded("demo", ["net.width=16", "net.channel_mult=[1,2]", "sample.tile_mode=exact"])
+    lr = _lr(44, 52)
     with pytest.raises(ConfigError, match=r"sample.tile: 16 pixels is too small for exact tiling.*tile >= \d+"):
-        super_resolve(loaded, _lr(44, 52), tile=16)
+        super_resolve(loaded, lr, tile=16)
+    # auto (the default) blends instead, and says why
+    loaded.config.sample.tile_mode = "blend"
+    blend = super_resolve(loaded, lr, tile=16, overlap=4)
+    loaded.config.sample.tile_mode = "auto"
+    with caplog.at_level("WARNING", logger="diffsr.infer"):
+        auto = super_resolve(loaded, lr, tile=16, overlap=4)
+    assert torch.equal(auto, blend)
+    assert any("too small for exact tiling" in r.getMessage() and "blending" in r.getMessage()
+               for r in caplog.records)
     swinir = build_baseline("swinir", channels=1, scale=2, size="tiny")
     with pytest.raises(ConfigError, match="tile_mode=blend"):
         ExactTiler(swinir, lambda n, x: n(x), tile=64, scale=2)

@@ -102,7 +102,7 @@ def sr(
     tile: Annotated[int | None, typer.Option(help="HR tile size (bounded memory).")] = None,
     overlap: Annotated[int | None, typer.Option(help="Tile overlap in HR pixels (blend mode).")] = None,
     tile_mode: Annotated[
-        str | None, typer.Option(help="exact (tiled == whole image, slower) | blend (fast, approximate).")
+        str | None, typer.Option(help="auto | exact (tiled == whole image, slower) | blend (fast, approximate).")
     ] = None,
     samples: Annotated[int, typer.Option(help="Draw N samples: write their mean and a std map.")] = 1,
     consistency: Annotated[
@@ -126,8 +126,8 @@ def sr(
             raise DiffsrError(f"--consistency: '{consistency}' is not one of none, backprojection, kspace")
         loaded.config.sample.consistency = consistency  # type: ignore[assignment]
     if tile_mode is not None:
-        if tile_mode not in ("exact", "blend"):
-            raise DiffsrError(f"--tile-mode: '{tile_mode}' is not one of exact, blend")
+        if tile_mode not in ("auto", "exact", "blend"):
+            raise DiffsrError(f"--tile-mode: '{tile_mode}' is not one of auto, exact, blend")
         loaded.config.sample.tile_mode = tile_mode  # type: ignore[assignment]
     from rich.progress import Progress
 

@@ -446,8 +446,9 @@ class SampleConfig(Strict):
     steps: int | None = Field(None, ge=1)  # None: the process's default
     tile: int | None = Field(None, ge=16)  # HR tile size; None: whole image
     # exact: tiles give the whole-image result (halo + whole-image norm/attention state, slower);
-    # blend: independent overlapping tiles, raised-cosine blended (fast, differs by ~1e-2 at most)
-    tile_mode: Literal["exact", "blend"] = "exact"
+    # blend: independent overlapping tiles, raised-cosine blended (fast, differs by ~1e-2 at most);
+    # auto: exact where the model and tile allow it, else blend with a warning saying why
+    tile_mode: Literal["auto", "exact", "blend"] = "auto"
     overlap: int = Field(32, ge=0)  # blend mode only
     consistency: Literal["none", "backprojection", "kspace"] = "none"
     consistency_iters: int = Field(3, ge=1)

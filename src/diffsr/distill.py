@@ -190,7 +190,7 @@ class OneStepTrainer(Trainer):
             hr = self._teacher_target(batch["lr_up"], noise, step)
             z0 = model.codec.encode(hr)
             paired = None  # every row has a target
-        with self.accelerator.autocast():
+        with self.autocast():
             z0_hat, z_t, t, out = one_step_x0(model, zc, noise)
         # the one-step diffusion loss in x0 space: per-sample latent MSE
         latent = (z0_hat.float() - z0.z.float()).pow(2).flatten(1).mean(1)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from diffsr.config import Config, validate
-from diffsr.core.errors import CheckpointError, ConfigError, DataError, DiffsrError
+from diffsr.core.errors import CheckpointError, DataError, DiffsrError
 from diffsr.train.model import SRModel, build_model
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,9 @@ def super_resolve(
 
     Tiling (``tile`` in HR pixels, when the image is larger), ``sample.tile_mode``:
 
-    - ``exact`` (default): the sampler runs on the whole latent and each denoiser call is
+    - ``auto`` (default): ``exact`` where the model and tile allow it, else ``blend`` with a
+      warning that says why (a VAE codec, SwinIR, a tile smaller than the net's receptive field).
+    - ``exact``: the sampler runs on the whole latent and each denoiser call is
       evaluated tile by tile with a receptive-field halo and whole-image GroupNorm / attention
       state (``nets.exact_tiling``), so the result equals the untiled one (to float rounding,
       ~1e-5) while activation memory stays that of one tile. Data consistency and every noise
@@ -125,9 +127,16 @@ def super_resolve(
         gen.manual_seed(seed + offset)
         return gen
 
-    exact = tiled and sample_cfg.tile_mode == "exact"
-    if exact:
-        return _super_resolve_exact(loaded, lr, steps=steps, tile=tile, generator=generator())  # type: ignore[arg-type]
+    if tiled and sample_cfg.tile_mode != "blend":
+        from diffsr.nets.exact_tiling import ExactTilingError
+
+        try:
+            return _super_resolve_exact(loaded, lr, steps=steps, tile=tile, generator=generator())  # type: ignore[arg-type]
+        except ExactTilingError as err:  # raised before anything is sampled
+            if sample_cfg.tile_mode == "exact":
+                raise
+            log.warning("%s: blending independent tiles instead (sample.tile_mode auto); they differ from the "
+                        "whole-image result (docs/data.md, section 5)", err)
 
     with torch.no_grad():
         if model.is_baseline:
@@ -185,7 +194,7 @@ def super_resolve(
 def _super_resolve_exact(loaded: LoadedModel, lr: Tensor, *, steps: int | None, tile: int,
                          generator: torch.Generator) -> Tensor:
     """``super_resolve`` with ``tile_mode: exact`` (see there): the untiled computation, tiled inside the net."""
-    from diffsr.nets.exact_tiling import ExactTiler, TiledUNet
+    from diffsr.nets.exact_tiling import ExactTiler, ExactTilingError, TiledUNet
 
     model = loaded.model
     s = loaded.scale
@@ -205,7 +214,7 @@ def _super_resolve_exact(loaded: LoadedModel, lr: Tensor, *, steps: int | None, 
     from diffsr.data.degrade import upsample
 
     if isinstance(model.codec, VAECodec):
-        raise ConfigError("sample.tile_mode: exact tiling runs the codec on the whole image, which a VAE cannot "
+        raise ExactTilingError("sample.tile_mode: exact tiling runs the codec on the whole image, which a VAE cannot "
                           "do in bounded memory; use sample.tile_mode=blend")
     d = model.codec.downsample
     net = TiledUNet(model.net, tile=max(1, tile // d), unit=d)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import math
 import types
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -37,6 +38,10 @@ from torch import Tensor, nn
 from diffsr.core.errors import ConfigError
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1
+
+
+class ExactTilingError(ConfigError):
+    """This net / tile cannot be tiled exactly (``sample.tile_mode: auto`` then blends instead)."""
 
 
 class _Stop(Exception):
@@ -109,12 +114,8 @@ class _Engine:
         k = self._index()
         b, c = x.shape[:2]
         g = module.num_groups
-        if self.mode == "probe":  # local statistics, but no gradient through them: values stay bounded,
-            # the gradient's support stays that of the convolutions
-            xg = x.reshape(b, g, -1)
-            mean = xg.detach().mean(-1, keepdim=True)
-            rstd = (xg.detach().var(-1, unbiased=False, keepdim=True) + module.eps).rsqrt()
-            y = ((xg - mean) * rstd).reshape(x.shape)
+        if self.mode == "probe":  # identity: positions stay independent (receptive_radius, _order)
+            y = x
         elif self.mode == "record" and k == self.target:
             y0, y1, x0, x1 = self._core_of(x)
             core = x[..., y0:y1, x0:x1].double().reshape(b, g, -1)
@@ -140,6 +141,10 @@ class _Engine:
 
     # ------------------------------------------------------------------ attention (diffsr UNet)
     def attention(self, module: nn.Module, x: Tensor) -> Tensor:
+        if self.mode == "probe":  # pointwise stand-in (after its norm's call, to keep the call order)
+            module.norm(x)
+            self._index()
+            return x
         b, c, h, w = x.shape
         qkv = module.qkv(module.norm(x)).reshape(b, 3, module.heads, c // module.heads, h * w)
         q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (B, heads, HW, d)
@@ -147,9 +152,7 @@ class _Engine:
             out = F.scaled_dot_product_attention(q, k, v)
             return x + module.proj(out.transpose(-1, -2).reshape(b, c, h, w))
         idx = self._index()  # after the inner norm's call: its statistics are known by now
-        if self.mode == "probe":  # one zero key/value: attention adds a constant (pointwise)
-            keys = values = torch.zeros_like(k[:, :, :1])
-        elif self.mode == "record" and idx == self.target:
+        if self.mode == "record" and idx == self.target:
             y0, y1, x0, x1 = self._core_of(x)
             grid = torch.arange(h * w, device=x.device).reshape(h, w)[y0:y1, x0:x1].reshape(-1)
             if self.acc is None:
@@ -212,47 +215,69 @@ class _Engine:
         self.acc = None
 
 
+_RADII: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], int]] = weakref.WeakKeyDictionary()
+
+
 def receptive_radius(fn: Callable[..., Tensor], shapes: Sequence[tuple[int, int]], *, multiple: int,
                      scale: int = 1, net: nn.Module, limit: int = 4096) -> int:
     """Receptive-field radius (input-grid pixels) of ``fn`` with whole-image layers made pointwise.
 
-    Measured on a copy of ``net`` with positive random weights of scale 1/fan-in (so no
-    gradient vanishes by accident, e.g. a zero-initialised output conv, and none overflows):
-    the input gradient of a ``multiple`` x ``multiple`` block of output pixels at the centre
-    has a support; its reach beyond the block is the radius. The probe grows until the support stays inside it.
+    Structural, not numerical: on a copy of ``net`` whose convolutions sum their taps and average
+    their input channels, whose biases and linear (embedding) layers are zero and whose norms are
+    the identity (attention: the identity too), an all-zero input gives exactly zero everywhere
+    and a block of ones (``multiple`` x ``multiple``, every phase of the strides) gives positive
+    values exactly where it reaches. Nothing is ever subtracted, so nothing cancels; a value at
+    the edge of the reach is at least the product of the residual scales along one path (no
+    underflow), and values near the block may grow to +inf, which still counts. The radius is
+    the reach from the block's far edge (conservative by up to ``multiple - 1``). The probe
+    doubles until the reach stays inside it; no gradients, one float32 forward per size.
+    Cached per net and shapes.
+    ``shapes``: (batch, channels) per input.
     """
+    key = (tuple(shapes), multiple, scale)
+    cached = _RADII.get(net, {})
+    if key in cached:
+        return cached[key]
     probe_net = copy.deepcopy(net).float()
-    gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for p in probe_net.parameters():
-            fan_in = p[0].numel() if p.ndim > 1 else 1  # ~1/fan_in: activations stay O(1)
-            p.copy_((torch.rand(p.shape, generator=gen) * 0.9 + 0.1) / fan_in)
+        for module in probe_net.modules():
+            for pname, p in module.named_parameters(recurse=False):
+                if isinstance(module, nn.Linear) or pname.endswith("bias"):
+                    p.zero_()  # embeddings -> FiLM scale and shift 0: the background stays exactly 0
+                elif p.ndim > 1:  # sum over the kernel taps, mean over the input channels
+                    p.fill_(math.prod(p.shape[2:]) / p[0].numel())
+                else:
+                    p.fill_(1.0)
     engine = _Engine(probe_net)
     size = 8 * multiple
     device = next(iter(net.parameters()), torch.empty(0)).device
     probe_net.to(device)
+    radius: int | None = None
     while size <= limit:
-        inputs = [torch.rand((b, c, size, size), generator=gen).to(device).requires_grad_(True) for b, c in shapes]
+        c0 = (size // 2 // multiple) * multiple
+        inputs = []
+        for b, c in shapes:
+            x = torch.zeros((b, c, size, size), dtype=torch.float32, device=device)
+            x[..., c0 : c0 + multiple, c0 : c0 + multiple] = 1.0
+            inputs.append(x)
         engine.mode, engine.calls = "probe", 0
-        with torch.enable_grad(), engine.patched():
+        with torch.no_grad(), engine.patched():
             out = fn(probe_net, *inputs)
-            c0 = (size // 2 // multiple) * multiple
-            block = out[..., c0 * scale : (c0 + multiple) * scale, c0 * scale : (c0 + multiple) * scale]
-            grads = torch.autograd.grad(block.sum(), inputs, allow_unused=True)
-        support = torch.zeros(size, size, dtype=torch.bool, device=device)
-        for g in grads:
-            if g is not None:
-                support |= g[0].abs().sum(0) > 0
-        ys = support.any(1).nonzero().flatten()
-        xs = support.any(0).nonzero().flatten()
+        support = (out != 0).flatten(0, -3).any(0)  # (size * scale, size * scale)
+        ys = support.any(1).nonzero().flatten() // scale  # on the input grid
+        xs = support.any(0).nonzero().flatten() // scale
         if ys.numel() == 0:
-            return 0
+            radius = 0
+            break
         if ys.min() > 0 and xs.min() > 0 and ys.max() < size - 1 and xs.max() < size - 1:
-            reach = [c0 - int(ys.min()), int(ys.max()) - (c0 + multiple - 1),
-                     c0 - int(xs.min()), int(xs.max()) - (c0 + multiple - 1)]
-            return max(0, *reach)
+            last = c0 + multiple - 1
+            radius = max(0, last - int(ys.min()), int(ys.max()) - c0, last - int(xs.min()), int(xs.max()) - c0)
+            break
         size *= 2
-    raise ConfigError(f"exact tiling: the net's receptive field exceeds {limit} pixels (is it global?)")
+    if radius is None:
+        raise ExactTilingError(f"exact tiling: the net's receptive field exceeds {limit} pixels (is it global?)")
+    _RADII.setdefault(net, {})[key] = radius
+    return radius
 
 
 class ExactTiler:
@@ -273,7 +298,7 @@ class ExactTiler:
                  scale: int = 1, halo: int | None = None, unit: int = 1) -> None:
         bad = unsupported_global_layers(net)
         if bad:
-            raise ConfigError(f"exact tiling: layers that see the whole image in a way it cannot reproduce: "
+            raise ExactTilingError(f"exact tiling: layers that see the whole image in a way it cannot reproduce: "
                               f"{', '.join(bad[:3])}; use sample.tile_mode=blend")
         self.net, self.fn, self.multiple, self.scale = net, fn, multiple, scale
         self.tile = (tile // multiple) * multiple
@@ -287,7 +312,7 @@ class ExactTiler:
         core = self.tile - 2 * self.halo
         if core < self.multiple:
             u = self.unit
-            raise ConfigError(
+            raise ExactTilingError(
                 f"sample.tile: {self.tile * u} pixels is too small for exact tiling: the net's receptive field "
                 f"needs a halo of {self.halo * u} on each side (tile >= {(2 * self.halo + self.multiple) * u}); "
                 "or use sample.tile_mode=blend"

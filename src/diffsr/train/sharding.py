@@ -73,17 +73,20 @@ def apply_fsdp(units: Iterable[nn.Module], world: int, device: torch.device, res
         fully_shard(unit, mesh=mesh, reshard_after_forward=reshard_after_forward)
 
 
-def full_tensors(value: Any) -> Any:
+def full_tensors(value: Any, keep: bool = True) -> Any:
     """``value`` (a tensor, or dicts / lists of them) with every DTensor gathered into a full tensor.
 
-    Collective: every process must call it with the same structure, in the same order.
+    Collective: every process must call it with the same structure, in the same order. Tensors
+    are gathered one at a time; with ``keep`` each full tensor is moved to the CPU (the device
+    holds one full tensor at a time), without it (processes that do not write) it is dropped.
     """
     if _is_dtensor(value):
-        return value.full_tensor()
+        full = value.full_tensor()
+        return full.cpu() if keep else None
     if isinstance(value, dict):
-        return {k: full_tensors(v) for k, v in value.items()}
+        return {k: full_tensors(v, keep) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(full_tensors(v) for v in value)
+        return type(value)(full_tensors(v, keep) for v in value)
     return value
 
 

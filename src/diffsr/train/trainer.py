@@ -235,6 +235,11 @@ class Trainer:
             )
         self.world = acc.num_processes
         self.rank = acc.process_index
+        if kind == "DEEPSPEED" and self.world == 1:
+            raise ConfigError("a DeepSpeed config with one process: launch without it (plain single-device "
+                              "training), or with several processes - see docs/distributed.md")
+        # under a DeepSpeed config Accelerate's autocast does nothing (it expects DeepSpeed's engine)
+        self._bf16_autocast = kind == "DEEPSPEED" and precision == "bf16"
         if cfg.data.batch_size % self.world:
             raise ConfigError(
                 f"data.batch_size: {cfg.data.batch_size} does not split over {self.world} processes"
@@ -297,8 +302,11 @@ class Trainer:
             # load in load_model / sr / eval without torch.compile
             model.net.compile(dynamic=False)
         params = [p for p in model.parameters() if p.requires_grad]
+        # sharded: one group mixes DTensor and plain parameters, which the multi-tensor (foreach)
+        # kernels refuse on CUDA; one group keeps the checkpoint layout of unsharded training
         optimizer = torch.optim.AdamW(
-            params, lr=cfg.train.lr, betas=cfg.train.betas, weight_decay=cfg.train.weight_decay
+            params, lr=cfg.train.lr, betas=cfg.train.betas, weight_decay=cfg.train.weight_decay,
+            foreach=False if self.sharded else None,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
         # the model is not wrapped in DDP: replicated gradients are averaged explicitly (see
@@ -385,7 +393,7 @@ class Trainer:
         lo = self.rank * self.local_batch
         t = t_all[lo : lo + self.local_batch]
         noise = noise_all[lo : lo + self.local_batch].to(z0.z.dtype)
-        with self.accelerator.autocast():
+        with self.autocast():
             z_t = model.process.q_sample(z0.z, zc.z, t, noise)
             out = model.process.denoise(model.bind_net(zc), z_t, t, zc.z)
             z0_hat = model.process.x0(z_t, out.float(), t, zc.z)
@@ -404,6 +412,12 @@ class Trainer:
             last_layer=model.last_layer,
         )
         return outputs, total, report
+
+    def autocast(self) -> Any:
+        """The mixed-precision context of a training forward (``train.mixed_precision``)."""
+        if getattr(self, "_bf16_autocast", False):
+            return torch.autocast(self.accelerator.device.type, dtype=torch.bfloat16)
+        return self.accelerator.autocast()
 
     def _sync_grads(self) -> None:
         """Average gradients over processes (the global-batch mean, as DDP would)."""
@@ -586,10 +600,12 @@ class Trainer:
         model_state = trainable_state(self.raw_model)
         ema_state = trainable_state(self.ema.shadow) if self.ema is not None else None
         optimizer_state = self.optimizer.state_dict()
-        if self.sharded:  # full tensors, the layout of unsharded training (collective: every process)
+        if self.sharded:  # full tensors, the layout of unsharded training (collective: every process);
+            # gathered one at a time and kept, on the CPU, by the main process only
             from diffsr.train.sharding import full_tensors
 
-            model_state, ema_state, optimizer_state = full_tensors((model_state, ema_state, optimizer_state))
+            model_state, ema_state, optimizer_state = full_tensors(
+                (model_state, ema_state, optimizer_state), keep=self.accelerator.is_main_process)
         if not self.accelerator.is_main_process:
             return None
         state = {
