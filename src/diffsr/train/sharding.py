@@ -66,7 +66,13 @@ def shard_units(net: nn.Module, keep: nn.Module | None = None, share: float = 0.
 def apply_fsdp(units: Iterable[nn.Module], world: int, device: torch.device, reshard_after_forward: bool) -> None:
     """``fully_shard`` each unit over all ``world`` processes (a 1-D device mesh)."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+
+    try:  # public FSDP2 (and distribute_tensor(src_data_rank=)) since torch 2.6
+        from torch.distributed.fsdp import fully_shard
+    except ImportError:
+        from diffsr.core.errors import ConfigError
+
+        raise ConfigError(f"train.shard=fsdp needs torch >= 2.6 (FSDP2); this is torch {torch.__version__}") from None
 
     mesh = init_device_mesh(device.type, (world,))
     for unit in units:
