@@ -196,21 +196,19 @@ def main() -> None:
     meta["loadavg_after"] = list(os.getloadavg())
     whole = {r["lr"]: r for r in rows if not r.get("tile") and r["steps"] == 1 and "error" not in r}
     summary: dict[str, Any] = {}
+    def ratios(name: str, num: dict[str, Any], den: dict[str, Any]) -> None:
+        """Cold and warm peak-memory ratios num / den."""
+        summary[f"{name}_peak"] = round(num["peak_memory_mb"] / den["peak_memory_mb"], 2)
+        if num.get("peak_memory_warm_mb") and den.get("peak_memory_warm_mb"):
+            summary[f"{name}_warm_peak"] = round(num["peak_memory_warm_mb"] / den["peak_memory_warm_mb"], 2)
+
     for mode in ("blend", "exact"):
         tiled = {r["lr"]: r for r in rows if r.get("tile") and r.get("mode") == mode and "error" not in r}
         if 256 in tiled and 256 in whole:
-            summary[f"whole_over_{mode}_peak_1024"] = round(
-                whole[256]["peak_memory_mb"] / tiled[256]["peak_memory_mb"], 2)
-            if tiled[256].get("peak_memory_warm_mb") and whole[256].get("peak_memory_warm_mb"):
-                summary[f"whole_over_{mode}_warm_peak_1024"] = round(
-                    whole[256]["peak_memory_warm_mb"] / tiled[256]["peak_memory_warm_mb"], 2)
+            ratios(f"whole_over_{mode}_1024", whole[256], tiled[256])
             summary[f"{mode}_over_whole_latency_1024"] = round(tiled[256]["latency_s"] / whole[256]["latency_s"], 2)
         if 256 in tiled and 512 in tiled:
-            summary[f"{mode}_2048_over_{mode}_1024_peak"] = round(
-                tiled[512]["peak_memory_mb"] / tiled[256]["peak_memory_mb"], 2)
-            if tiled[256].get("peak_memory_warm_mb") and tiled[512].get("peak_memory_warm_mb"):
-                summary[f"{mode}_2048_over_{mode}_1024_warm_peak"] = round(
-                    tiled[512]["peak_memory_warm_mb"] / tiled[256]["peak_memory_warm_mb"], 2)
+            ratios(f"{mode}_2048_over_{mode}_1024", tiled[512], tiled[256])
         # the output itself (and the stitching buffers) must grow with the image: 2048^2 float32 = 16 MB
         summary["note"] = ("the stitched output and its weight buffers grow with the image "
                            "(2048x2048 float32 = 16 MB each); the per-tile working set does not")
