@@ -25,7 +25,8 @@ from torch import Tensor, nn
 _CONTAINERS = (nn.ModuleList, nn.Sequential, nn.ModuleDict)
 
 
-def _is_dtensor(value: object) -> bool:
+def is_dtensor(value: object) -> bool:
+    """Whether ``value`` is a DTensor (a sharded parameter, gradient or moment)."""
     from torch.distributed.tensor import DTensor
 
     return isinstance(value, DTensor)
@@ -36,23 +37,25 @@ def _size(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def shard_units(net: nn.Module, keep: nn.Module | None = None, share: float = 0.25) -> list[nn.Module]:
+def shard_units(net: nn.Module, keep: str | None = None, share: float = 0.25) -> list[nn.Module]:
     """The blocks of ``net`` to shard, one FSDP unit each (each is all-gathered on its own).
 
     Walks down from ``net``: containers (ModuleList / Sequential / ModuleDict), modules holding
-    more than ``share`` of the net's parameters and modules containing ``keep`` are
-    opened; any other child with parameters is a unit. ``keep`` itself (the output
-    convolution) stays replicated. For the UNet this gives the res blocks, attention blocks,
-    down/up-samplers and embeddings; for EDSR / RCAN / SwinIR their residual groups or blocks.
+    more than ``share`` of the net's parameters and modules containing ``keep`` are opened; any
+    other child with parameters is a unit. ``keep``: the name of a parameter (e.g.
+    ``out_conv.weight``, the output convolution) whose module stays replicated. For the UNet
+    this gives the res blocks, attention blocks, down/up-samplers and embeddings; for EDSR /
+    RCAN / SwinIR their residual groups or blocks.
     """
+    keep_module = net.get_submodule(keep.rpartition(".")[0]) if keep else None
     total = max(_size(net), 1)
     units: list[nn.Module] = []
 
     def visit(module: nn.Module) -> None:
         for child in module.children():
-            if child is keep or _size(child) == 0:
+            if child is keep_module or _size(child) == 0:
                 continue
-            contains_keep = keep is not None and any(m is keep for m in child.modules())
+            contains_keep = keep_module is not None and any(m is keep_module for m in child.modules())
             opens = isinstance(child, _CONTAINERS) or contains_keep or _size(child) > share * total
             if opens and any(True for _ in child.children()):
                 visit(child)
@@ -86,7 +89,7 @@ def full_tensors(value: Any, keep: bool = True) -> Any:
     are gathered one at a time; with ``keep`` each full tensor is moved to the CPU (the device
     holds one full tensor at a time), without it (processes that do not write) it is dropped.
     """
-    if _is_dtensor(value):
+    if is_dtensor(value):
         full = value.full_tensor()
         return full.cpu() if keep else None
     if isinstance(value, dict):
@@ -107,11 +110,11 @@ def shard_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
 
     for group in optimizer.param_groups:
         for p in group["params"]:
-            if not _is_dtensor(p) or p not in optimizer.state:
+            if not is_dtensor(p) or p not in optimizer.state:
                 continue
             state = optimizer.state[p]
             for key, value in list(state.items()):
-                if isinstance(value, Tensor) and not _is_dtensor(value) and value.shape == p.shape:
+                if isinstance(value, Tensor) and not is_dtensor(value) and value.shape == p.shape:
                     state[key] = distribute_tensor(value.to(p.dtype), p.device_mesh, p.placements, src_data_rank=None)
 
 
@@ -130,7 +133,7 @@ def grad_norm(params: Iterable[nn.Parameter], device: torch.device) -> Tensor:
         g = p.grad
         if g is None:
             continue
-        if _is_dtensor(g):
+        if is_dtensor(g):
             has_sharded = True
             sharded += g.to_local().double().square().sum()
         else:

@@ -28,6 +28,7 @@ from diffsr.losses.stack import NonFiniteError
 from diffsr.train.checkpoint import list_checkpoints, read_checkpoint, save_checkpoint
 from diffsr.train.ema import EMA
 from diffsr.train.model import SRModel, StepOutputs, build_model
+from diffsr.train.sharding import is_dtensor
 
 log = logging.getLogger(__name__)
 
@@ -287,12 +288,9 @@ class Trainer:
             from diffsr.train.sharding import apply_fsdp, shard_units
 
             # the output conv stays replicated: adaptive loss weights differentiate with respect to it
-            last = model.last_layer
-            keep_name = next((n for n, m in model.net.named_modules()
-                              if last is not None and any(p is last for p in m.parameters(recurse=False))), None)
+            keep = next((n for n, p in model.net.named_parameters() if p is model.last_layer), None)
             nets = [model.net] + ([self.ema.shadow.net] if self.ema is not None else [])
             for net in nets:  # the EMA shadow is sharded the same way: its update stays local
-                keep = dict(net.named_modules()).get(keep_name) if keep_name is not None else None
                 units = shard_units(net, keep=keep)
                 apply_fsdp(units, self.world, acc.device, reshard)
             log.info("FSDP: %d blocks of the denoiser sharded over %d processes", len(units), self.world)
@@ -415,7 +413,7 @@ class Trainer:
 
     def autocast(self) -> Any:
         """The mixed-precision context of a training forward (``train.mixed_precision``)."""
-        if getattr(self, "_bf16_autocast", False):
+        if self._bf16_autocast:
             return torch.autocast(self.accelerator.device.type, dtype=torch.bfloat16)
         return self.accelerator.autocast()
 
@@ -426,7 +424,7 @@ class Trainer:
         import torch.distributed as dist
 
         for p in self.model.parameters():
-            if not p.requires_grad or (self.sharded and _is_dtensor(p)):
+            if not p.requires_grad or (self.sharded and is_dtensor(p)):
                 continue  # FSDP has already reduce-scattered (averaged) a sharded parameter's gradient
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
@@ -559,19 +557,16 @@ class Trainer:
             else:
                 self.accelerator.backward(total)
             self._sync_grads()
-            if self.sharded:  # a mix of sharded and replicated gradients: one global norm
+            if cfg.train.grad_clip and not self.sharded:
+                norm = self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+            else:  # sharded: one global norm over sharded and replicated gradients
                 from diffsr.train.sharding import clip_grad_norm, grad_norm
 
+                self.accelerator.unscale_gradients()  # fp16: the true norm, not the scaled one
                 params = list(self.model.parameters())
                 device = self.accelerator.device
                 norm = clip_grad_norm(params, cfg.train.grad_clip, device) if cfg.train.grad_clip \
                     else grad_norm(params, device)
-            elif cfg.train.grad_clip:
-                norm = self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
-            else:
-                self.accelerator.unscale_gradients()  # fp16: report the true norm, not the scaled one
-                norm = torch.sqrt(sum(((p.grad.float() ** 2).sum() for p in self.model.parameters()
-                                       if p.grad is not None), torch.zeros((), device=self.accelerator.device)))
             grad_norm = float(norm)
             if math.isfinite(grad_norm):
                 self.optimizer.step()
@@ -597,6 +592,9 @@ class Trainer:
     def save(self, report: Any = None) -> Path | None:
         """Write a checkpoint (main process only); returns its folder."""
         self.accelerator.wait_for_everyone()
+        main = self.accelerator.is_main_process
+        if not (main or self.sharded):  # sharded: every process takes part in gathering the state
+            return None
         model_state = trainable_state(self.raw_model)
         ema_state = trainable_state(self.ema.shadow) if self.ema is not None else None
         optimizer_state = self.optimizer.state_dict()
@@ -605,8 +603,8 @@ class Trainer:
             from diffsr.train.sharding import full_tensors
 
             model_state, ema_state, optimizer_state = full_tensors(
-                (model_state, ema_state, optimizer_state), keep=self.accelerator.is_main_process)
-        if not self.accelerator.is_main_process:
+                (model_state, ema_state, optimizer_state), keep=main)
+        if not main:
             return None
         state = {
             "step": self.step,
@@ -781,12 +779,6 @@ class Trainer:
         return sum(int(getattr(m, "skipped_steps", 0)) for m in self.stack.modules())
 
 
-def _is_dtensor(value: object) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    return isinstance(value, DTensor)
-
-
 def accelerate_fsdp_reshard(plugin: Any) -> bool:
     """``reshard_after_forward`` for an Accelerate FSDP plugin (``accelerate launch --config_file fsdp.yaml``).
 
@@ -820,7 +812,8 @@ def accelerate_deepspeed_reshard(plugin: Any) -> bool:
     zero = config.get("zero_optimization", {}) if isinstance(config, dict) else {}
     stage = zero.get("stage", getattr(plugin, "zero_stage", None))
     for key in ("offload_optimizer", "offload_param"):
-        device = (zero.get(key) or {}).get("device", "none") if isinstance(zero.get(key), dict) else "none"
+        section = zero.get(key)
+        device = section.get("device", "none") if isinstance(section, dict) else "none"
         if str(device).lower() not in ("none", "null"):
             raise ConfigError(f"DeepSpeed config: zero_optimization.{key}.device={device}: offload is not supported "
                               "by diffsr's sharding (docs/distributed.md)")
