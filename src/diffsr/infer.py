@@ -127,25 +127,28 @@ def super_resolve(
         gen.manual_seed(seed + offset)
         return gen
 
+    # exact tiling: the untiled computation with the net evaluated tile by tile (None: blend / untiled)
+    net: Callable[..., Tensor] | None = None
     if tiled and sample_cfg.tile_mode != "blend":
         from diffsr.nets.exact_tiling import ExactTilingError
 
         try:
-            return _super_resolve_exact(loaded, lr, steps=steps, tile=tile, generator=generator())  # type: ignore[arg-type]
-        except ExactTilingError as err:  # raised before anything is sampled
+            net = _exact_net(loaded, tile, batch=b)  # type: ignore[arg-type]
+        except ExactTilingError as err:
             if sample_cfg.tile_mode == "exact":
                 raise
             log.warning("%s: blending independent tiles instead (sample.tile_mode auto); they differ from the "
                         "whole-image result (docs/data.md, section 5)", err)
+    blend = tiled and net is None
 
     with torch.no_grad():
         if model.is_baseline:
             # feed-forward: LR tile -> net -> SR tile, blended on the HR grid (tile / overlap are
             # HR pixels, as for the diffusion models, divided by the scale on the LR grid)
             def run_baseline(x: Tensor) -> Tensor:
-                return model.sample(upsample_like(x, s), lr=x)
+                return model.sample(upsample_like(x, s), lr=x, net=net)
 
-            if tiled:
+            if blend:
                 from diffsr.data.tiling import tiled_apply
 
                 sr = tiled_apply(run_baseline, lr, tile=max(1, tile // s), overlap=overlap // s,  # type: ignore[operator]
@@ -156,9 +159,9 @@ def super_resolve(
             from diffsr.data.degrade import upsample
 
             lr_up = upsample(lr, s)
-            if not tiled:
+            if not blend:
                 hook = _consistency_hook(loaded, lr)
-                return model.sample(lr_up, steps=steps, generator=generator(), x0_hook=hook)
+                return model.sample(lr_up, steps=steps, generator=generator(), x0_hook=hook, net=net)
             from diffsr.data.tiling import tiled_apply
             from diffsr.processes.common import randn
 
@@ -187,40 +190,28 @@ def super_resolve(
             return sr
         fix = Consistency(lr, s, sample_cfg.consistency, iters=sample_cfg.consistency_iters,
                           guidance=sample_cfg.guidance, degradation=loaded.config.data.degradation.name)
-        log.info("data consistency applied to the %s", "stitched image" if tiled else "baseline output")
+        log.info("data consistency applied to the %s", "stitched image" if blend else "baseline output")
         return fix(sr).clamp(0, 1)
 
 
-def _super_resolve_exact(loaded: LoadedModel, lr: Tensor, *, steps: int | None, tile: int,
-                         generator: torch.Generator) -> Tensor:
-    """``super_resolve`` with ``tile_mode: exact`` (see there): the untiled computation, tiled inside the net."""
+def _exact_net(loaded: LoadedModel, tile: int, *, batch: int) -> Callable[..., Tensor]:
+    """The model's net evaluated exactly tile by tile (``tile`` in HR pixels); ExactTilingError when it cannot be."""
+    from diffsr.codecs.vae import VAECodec
     from diffsr.nets.exact_tiling import ExactTiler, ExactTilingError, TiledUNet
 
     model = loaded.model
-    s = loaded.scale
-    sample_cfg = loaded.config.sample
-    if model.is_baseline:
+    if model.is_baseline:  # on the LR grid
+        s = loaded.scale
         tiler = ExactTiler(model.net, lambda n, x: n(x), tile=max(1, tile // s), scale=s, unit=s)
-        with torch.no_grad():
-            sr = model.sample(upsample_like(lr, s), lr=lr, net=tiler)
-        from diffsr.consistency import Consistency, consistency_active
-
-        if not consistency_active(sample_cfg):
-            return sr
-        fix = Consistency(lr, s, sample_cfg.consistency, iters=sample_cfg.consistency_iters,
-                          guidance=sample_cfg.guidance, degradation=loaded.config.data.degradation.name)
-        return fix(sr).clamp(0, 1)
-    from diffsr.codecs.vae import VAECodec
-    from diffsr.data.degrade import upsample
-
+        tiler.prepare([(batch, model.channels)])
+        return tiler
     if isinstance(model.codec, VAECodec):
         raise ExactTilingError("sample.tile_mode: exact tiling runs the codec on the whole image, which a VAE cannot "
-                          "do in bounded memory; use sample.tile_mode=blend")
+                               "do in bounded memory; use sample.tile_mode=blend")
     d = model.codec.downsample
     net = TiledUNet(model.net, tile=max(1, tile // d), unit=d)
-    hook = _consistency_hook(loaded, lr)
-    with torch.no_grad():
-        return model.sample(upsample(lr, s), steps=steps, generator=generator, x0_hook=hook, net=net)
+    net.prepare(batch)
+    return net
 
 
 def upsample_like(lr: Tensor, scale: int) -> Tensor:

@@ -88,9 +88,16 @@ class _Engine:
         self.acc: Any = None
         self.crop: tuple[int, int] = (1, 1)  # the current crop's (h, w) on the input grid
         self.core: Box = (0, 1, 0, 1)  # its core, in crop coordinates
+        self.owners: list[nn.Module] = []  # probe mode: the module behind each call index
 
     # ------------------------------------------------------------------ helpers
-    def _index(self) -> int:
+    def start(self, box: Box, core: Box) -> None:
+        """A forward on the crop ``box`` of the input, keeping ``core`` (crop coordinates)."""
+        self.calls, self.crop, self.core = 0, (box[1] - box[0], box[3] - box[2]), core
+
+    def _index(self, module: nn.Module) -> int:
+        if self.mode == "probe":
+            self.owners.append(module)
         k = self.calls
         self.calls += 1
         return k
@@ -111,7 +118,7 @@ class _Engine:
     def group_norm(self, module: nn.GroupNorm, x: Tensor) -> Tensor:
         if self.mode == "plain":
             return F.group_norm(x, module.num_groups, module.weight, module.bias, module.eps)
-        k = self._index()
+        k = self._index(module)
         b, c = x.shape[:2]
         g = module.num_groups
         if self.mode == "probe":  # identity: positions stay independent (receptive_radius, _order)
@@ -143,7 +150,7 @@ class _Engine:
     def attention(self, module: nn.Module, x: Tensor) -> Tensor:
         if self.mode == "probe":  # pointwise stand-in (after its norm's call, to keep the call order)
             module.norm(x)
-            self._index()
+            self._index(module)
             return x
         b, c, h, w = x.shape
         qkv = module.qkv(module.norm(x)).reshape(b, 3, module.heads, c // module.heads, h * w)
@@ -151,7 +158,7 @@ class _Engine:
         if self.mode == "plain":
             out = F.scaled_dot_product_attention(q, k, v)
             return x + module.proj(out.transpose(-1, -2).reshape(b, c, h, w))
-        idx = self._index()  # after the inner norm's call: its statistics are known by now
+        idx = self._index(module)  # after the inner norm's call: its statistics are known by now
         if self.mode == "record" and idx == self.target:
             y0, y1, x0, x1 = self._core_of(x)
             grid = torch.arange(h * w, device=x.device).reshape(h, w)[y0:y1, x0:x1].reshape(-1)
@@ -173,7 +180,7 @@ class _Engine:
     def pool(self, module: nn.Module, x: Tensor) -> Tensor:
         if self.mode == "plain":
             return x.mean((-2, -1), keepdim=True)
-        k = self._index()
+        k = self._index(module)
         if self.mode == "probe":
             return torch.ones_like(x[..., :1, :1])
         if self.mode == "record" and k == self.target:
@@ -260,7 +267,7 @@ def receptive_radius(fn: Callable[..., Tensor], shapes: Sequence[tuple[int, int]
             x = torch.zeros((b, c, size, size), dtype=torch.float32, device=device)
             x[..., c0 : c0 + multiple, c0 : c0 + multiple] = 1.0
             inputs.append(x)
-        engine.mode, engine.calls = "probe", 0
+        engine.mode, engine.calls, engine.owners = "probe", 0, []
         with torch.no_grad(), engine.patched():
             out = fn(probe_net, *inputs)
         support = (out != 0).flatten(0, -3).any(0)  # (size * scale, size * scale)
@@ -305,18 +312,25 @@ class ExactTiler:
         self.halo = halo
         self.unit = unit
         self.engine = _Engine(net)
+        self.order: list[nn.Module] | None = None  # the global layers in call order, found once
 
-    def plan(self, h: int, w: int) -> list[tuple[Box, Box]]:
-        """(crop box, core box in crop coordinates) for an (h, w) input, both multiples of ``multiple``."""
-        assert self.halo is not None
-        core = self.tile - 2 * self.halo
-        if core < self.multiple:
+    def prepare(self, shapes: Sequence[tuple[int, int]]) -> None:
+        """Measure the halo (once) for inputs of these (batch, channels); ExactTilingError if the tile is too small."""
+        if self.halo is None:
+            radius = receptive_radius(self.fn, shapes, multiple=self.multiple, scale=self.scale, net=self.net)
+            self.halo = math.ceil(radius / self.multiple) * self.multiple
+        if self.tile - 2 * self.halo < self.multiple:
             u = self.unit
             raise ExactTilingError(
                 f"sample.tile: {self.tile * u} pixels is too small for exact tiling: the net's receptive field "
                 f"needs a halo of {self.halo * u} on each side (tile >= {(2 * self.halo + self.multiple) * u}); "
                 "or use sample.tile_mode=blend"
             )
+
+    def plan(self, h: int, w: int) -> list[tuple[Box, Box]]:
+        """(crop box, core box in crop coordinates) for an (h, w) input, both multiples of ``multiple``."""
+        assert self.halo is not None, "prepare() first"
+        core = self.tile - 2 * self.halo
 
         def cells(n: int) -> list[tuple[int, int]]:
             return [(a, min(a + core, n)) for a in range(0, n, core)]
@@ -334,10 +348,7 @@ class ExactTiler:
         h, w = inputs[0].shape[-2:]
         if h % self.multiple or w % self.multiple:
             raise ValueError(f"exact tiling: input {h}x{w} is not a multiple of {self.multiple}")
-        if self.halo is None:
-            radius = receptive_radius(self.fn, [tuple(x.shape[:2]) for x in inputs], multiple=self.multiple,
-                                      scale=self.scale, net=self.net)
-            self.halo = math.ceil(radius / self.multiple) * self.multiple
+        self.prepare([(x.shape[0], x.shape[1]) for x in inputs])
         plan = self.plan(h, w)
         engine = self.engine
         engine.state = {}
@@ -348,23 +359,28 @@ class ExactTiler:
             return [x[..., y0:y1, x0:x1] for x in inputs]
 
         with engine.patched():
-            # the global layers, in the order the forward needs them
-            order = self._order(crops(plan[0][0]), plan[0][0])
-            for target in range(len(order)):
+            if self.order is None:  # one probe-mode forward names the module behind each call
+                box = plan[0][0]
+                engine.mode, engine.owners = "probe", []
+                engine.start(box, (0, box[1] - box[0], 0, box[3] - box[2]))
+                with torch.no_grad():
+                    self.fn(self.net, *crops(box))
+                self.order = engine.owners
+            for target, layer in enumerate(self.order):
                 engine.mode, engine.target, engine.acc = "record", target, None
                 for box, core in plan:
-                    engine.calls, engine.crop, engine.core = 0, (box[1] - box[0], box[3] - box[2]), core
+                    engine.start(box, core)
                     try:
                         self.fn(self.net, *crops(box))
                     except _Stop:
                         pass
                     else:
                         raise RuntimeError(f"exact tiling: global layer {target} was not reached")
-                engine.finish(target, order[target])
+                engine.finish(target, layer)
             engine.mode = "frozen"
             out: Tensor | None = None
             for box, core in plan:
-                engine.calls, engine.crop, engine.core = 0, (box[1] - box[0], box[3] - box[2]), core
+                engine.start(box, core)
                 result = self.fn(self.net, *crops(box))
                 if out is None:
                     out = result.new_empty((*result.shape[:2], h * k, w * k))
@@ -374,39 +390,6 @@ class ExactTiler:
                 )
         assert out is not None
         return out
-
-    def _order(self, crop_inputs: list[Tensor], box: Box) -> list[nn.Module]:
-        """Which module each global-layer call index belongs to (one probe-mode forward)."""
-        engine = self.engine
-        owners: list[nn.Module] = []
-        gn, att, pool = engine.group_norm, engine.attention, engine.pool
-        current: list[nn.Module] = []
-        index = engine._index
-
-        def tagged(method: Callable[[nn.Module, Tensor], Tensor]) -> Callable[[nn.Module, Tensor], Tensor]:
-            def call(m: nn.Module, x: Tensor) -> Tensor:
-                current.append(m)
-                try:
-                    return method(m, x)
-                finally:
-                    current.pop()
-            return call
-
-        def owned_index() -> int:
-            owners.append(current[-1])
-            return index()
-
-        engine.group_norm, engine.attention, engine.pool = tagged(gn), tagged(att), tagged(pool)  # type: ignore[method-assign]
-        engine._index = owned_index  # type: ignore[method-assign]
-        try:
-            engine.mode, engine.calls = "probe", 0
-            engine.crop, engine.core = (box[1] - box[0], box[3] - box[2]), (0, box[1] - box[0], 0, box[3] - box[2])
-            with torch.no_grad():
-                self.fn(self.net, *crop_inputs)
-        finally:
-            for name in ("group_norm", "attention", "pool", "_index"):
-                delattr(engine, name)
-        return owners
 
 
 class TiledUNet:
@@ -422,6 +405,11 @@ class TiledUNet:
         self._t: Tensor | None = None
         self.tiler = ExactTiler(net, lambda n, x, c: n(x, self._t, c), tile=tile, multiple=self.multiple, halo=halo,
                                 unit=unit)
+
+    def prepare(self, batch: int) -> None:
+        """Measure the halo for this batch size and check the tile (ExactTilingError), before sampling."""
+        self._t = torch.zeros(batch)
+        self.tiler.prepare([(batch, self.net.in_channels), (batch, self.net.cond_channels)])
 
     def __call__(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         h, w = x.shape[-2:]
