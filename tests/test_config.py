@@ -22,8 +22,42 @@ def test_every_preset_loads_and_round_trips(name: str, tmp_path: Path) -> None:
 
 def test_typo_names_key_and_closest_valid_key() -> None:
     with pytest.raises(ConfigError) as info:
-        validate({"codec": {"layuot": "ll"}})
+        validate({"codec": {"name": "wavelet", "layuot": "ll"}})
     assert str(info.value) == "config: unknown key 'codec.layuot' (did you mean 'codec.layout'?)"
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"codec": {"name": "pixel", "layout": "ll"}},
+     "config: unknown key 'codec.layout' for codec 'pixel' (codec.layout belongs to 'wavelet')"),
+    ({"codec": {"name": "vae", "path": "w", "levels": 2}},
+     "config: unknown key 'codec.levels' for codec 'vae' (codec.levels belongs to 'wavelet')"),
+    ({"net": {"name": "edsr", "width": 32}, "process": {"name": "direct"}},
+     "config: unknown key 'net.width' for net 'edsr' (net.width belongs to 'unet')"),
+    ({"losses": {"terms": [{"name": "l1", "eps": 0.1}]}},
+     "config: unknown key 'losses.terms.0.eps' for loss term 'l1' (losses.terms.0.eps belongs to 'charbonnier')"),
+    ({"data": {"degradation": {"name": "bicubic", "rician": 0.1}}},
+     "config: unknown key 'data.degradation.rician' for degradation 'bicubic' "
+     "(data.degradation.rician belongs to 'kspace')"),
+])
+def test_a_key_the_chosen_component_does_not_take_is_an_error(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate(data)
+    assert str(info.value) == message
+
+
+def test_an_unknown_component_name_suggests_the_registered_one() -> None:
+    with pytest.raises(ConfigError, match=r"^config: process: unknown process 'flw' \(did you mean 'flow'\?\)$"):
+        validate({"process": {"name": "flw"}})
+    with pytest.raises(ConfigError, match=r"losses\.terms\.0: unknown loss term 'ssmi' \(did you mean 'ssim'\?\)"):
+        validate({"losses": {"terms": [{"name": "ssmi"}]}})
+    with pytest.raises(ConfigError, match=r"gate: unknown gate 'hrad' \(did you mean 'hard'\?\)"):
+        validate({"losses": {"terms": [{"name": "l1", "gate": {"kind": "hrad", "t_max": 1}}]}})
+
+
+def test_a_section_without_its_tag_means_the_default_component() -> None:
+    cfg = validate({"net": {"size": "small"}, "codec": {}, "losses": {"terms": [{"name": "l1", "weight": {"value": 2}}]}})
+    assert (cfg.net.name, cfg.codec.name, cfg.process.name) == ("unet", "pixel", "flow")
+    assert (cfg.losses.terms[0].weight.kind, cfg.losses.terms[0].gate.kind) == ("constant", "none")
 
 
 def test_typo_inside_a_loss_term_and_a_process() -> None:
@@ -35,7 +69,7 @@ def test_typo_inside_a_loss_term_and_a_process() -> None:
 
 def test_bad_values_are_one_line_errors() -> None:
     for data, key in [
-        ({"codec": {"layout": "lll"}}, "codec.layout"),
+        ({"codec": {"name": "wavelet", "layout": "lll"}}, "codec.layout"),
         ({"train": {"lr": -1}}, "train.lr"),
         ({"data": {"scale": 5}}, "data.scale"),
         ({"data": {"patch_size": 30, "scale": 4}}, "data"),

@@ -1,7 +1,13 @@
-"""Configuration: pydantic models for every section, YAML presets and ``--set`` overrides.
+"""Configuration: the run config, assembled from the components' registered config models.
 
-Every model forbids unknown keys, so a typo is a user error that names the key and, where one
-exists, the closest valid key::
+Every component (codec, process, net, loss term, gate, weight schedule, degradation) defines
+its pydantic config model beside its code and registers it (:mod:`diffsr.core.registry`).
+This module builds the discriminated unions of the run config from those registries, so a new
+component is one module, and rebuilds them when a plug-in registers later (``plugins:`` in a
+YAML config lists modules to import first, see :mod:`diffsr.core.plugins`).
+
+Every model forbids unknown keys, so a typo (or a key the chosen component does not take) is
+a user error that names the key and, where one exists, the closest valid key::
 
     error: unknown key 'codec.layuot' (did you mean 'codec.layout'?)
 
@@ -12,246 +18,171 @@ a path, applies ``a.b=c`` overrides (values parsed as YAML scalars) and validate
 from __future__ import annotations
 
 import copy
+import typing
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 
+from diffsr.codecs import CODECS, PixelConfig, VAEConfig, WaveletConfig
 from diffsr.core.errors import ConfigError
-from diffsr.core.registry import closest
+from diffsr.core.plugins import load_plugins, resolve_spec
+from diffsr.core.registry import Registry, closest
+from diffsr.core.schema import Strict
+from diffsr.data.degrade import (
+    DEGRADATIONS,
+    BicubicConfig,
+    BlurNoiseConfig,
+    InfraredConfig,
+    KSpaceConfig,
+    RealESRGANConfig,
+)
+from diffsr.losses import GATES, SCHEDULES, TERMS, TermBase
+from diffsr.losses.adversarial import GANTerm
+from diffsr.losses.build import LatentTerm
+from diffsr.losses.edges import EdgeTerm
+from diffsr.losses.feature import FeatureTerm
+from diffsr.losses.frequency import FFLTerm
+from diffsr.losses.gates import BinsGateConfig, HardGateConfig, LinearGateConfig, NoGateConfig
+from diffsr.losses.latent_perceptual import LatentPerceptualTerm
+from diffsr.losses.perceptual import LPIPSTerm
+from diffsr.losses.pixel import CharbonnierTerm, PixelTerm
+from diffsr.losses.schedules import (
+    AdaptiveSchedule,
+    ConstantSchedule,
+    LinearSchedule,
+    RampSchedule,
+    Stage,
+    StagesSchedule,
+)
+from diffsr.losses.ssim import SSIMTerm
+from diffsr.nets import NETS, BaselineNetConfig, UNetConfig
+from diffsr.processes import PROCESSES, DDPMConfig, DirectConfig, FlowConfig, RDDMConfig, ResShiftConfig
 
+# the built-in components' config models are re-exported here (they are defined beside each
+# component): ``from diffsr.config import FlowConfig, SSIMTerm, HardGateConfig`` keeps working
+BUILTIN_MODELS = (
+    PixelConfig, WaveletConfig, VAEConfig, FlowConfig, DDPMConfig, ResShiftConfig, RDDMConfig, DirectConfig,
+    UNetConfig, BaselineNetConfig, BicubicConfig, BlurNoiseConfig, KSpaceConfig, InfraredConfig, RealESRGANConfig,
+    TermBase, PixelTerm, CharbonnierTerm, SSIMTerm, LPIPSTerm, FFLTerm, EdgeTerm, LatentTerm, LatentPerceptualTerm,
+    GANTerm, FeatureTerm, NoGateConfig, HardGateConfig, LinearGateConfig, BinsGateConfig, ConstantSchedule,
+    LinearSchedule, RampSchedule, Stage, StagesSchedule, AdaptiveSchedule,
+)
 
-class Strict(BaseModel):
-    """Base: unknown keys are errors; assignment is validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-# ----------------------------------------------------------------------------- schedules
-
-
-class ConstantSchedule(Strict):
-    """w(step) = value."""
-
-    kind: Literal["constant"] = "constant"
-    value: float = Field(1.0, ge=0)
-
-
-class LinearSchedule(Strict):
-    """start until ``begin``, then linear to ``end`` at ``begin + steps``, then ``end``."""
-
-    kind: Literal["linear"] = "linear"
-    start: float = Field(0.0, ge=0)
-    end: float = Field(1.0, ge=0)
-    begin: int = Field(0, ge=0)
-    steps: int = Field(1000, gt=0)
-
-
-class RampSchedule(Strict):
-    """0 until ``warmup``, linear ramp to ``value`` at ``ramp_end``, then ``value``."""
-
-    kind: Literal["ramp"] = "ramp"
-    value: float = Field(1.0, ge=0)
-    warmup: int = Field(0, ge=0)
-    ramp_end: int = Field(0, ge=0)
-
-    @model_validator(mode="after")
-    def _order(self) -> RampSchedule:
-        if self.ramp_end < self.warmup:
-            raise ValueError("ramp_end must be >= warmup")
-        return self
-
-
-class Stage(Strict):
-    """One knot of a piecewise schedule: the weight at ``step`` (linear between knots)."""
-
-    step: int = Field(ge=0)
-    value: float = Field(ge=0)
-
-
-class StagesSchedule(Strict):
-    """Piecewise-linear through knots; constant before the first and after the last.
-
-    A knot pair with the same step makes a jump (e.g. stages switching on at 3000).
-    """
-
-    kind: Literal["stages"] = "stages"
-    stages: list[Stage] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _sorted(self) -> StagesSchedule:
-        steps = [s.step for s in self.stages]
-        if steps != sorted(steps):
-            raise ValueError("stages must be sorted by step")
-        return self
-
-
-class AdaptiveSchedule(Strict):
-    """VQGAN-style: w = base(step) * ||grad L_rec|| / (||grad L_term|| + eps) at the last layer.
-
-    ``base`` is itself a schedule (warm-up, ramp); the ratio is clamped to [0, max_ratio]
-    and detached.
-    """
-
-    kind: Literal["adaptive"] = "adaptive"
-    base: ConstantSchedule | LinearSchedule | RampSchedule | StagesSchedule = Field(
-        default_factory=ConstantSchedule, discriminator="kind"
-    )
-    max_ratio: float = Field(1e4, gt=0)
-    eps: float = Field(1e-4, gt=0)
-
-
-Schedule = Annotated[
-    Union[ConstantSchedule, LinearSchedule, RampSchedule, StagesSchedule, AdaptiveSchedule],
-    Field(discriminator="kind"),
+__all__ = [
+    "BUILTIN_MODELS",
+    "AdaptiveSchedule",
+    "BaselineNetConfig",
+    "BicubicConfig",
+    "BinsGateConfig",
+    "BlurNoiseConfig",
+    "CharbonnierTerm",
+    "CodecConfig",
+    "Config",
+    "ConstantSchedule",
+    "DDPMConfig",
+    "DataConfig",
+    "DegradationConfig",
+    "DirectConfig",
+    "EdgeTerm",
+    "EvalConfig",
+    "FFLTerm",
+    "FeatureTerm",
+    "FlowConfig",
+    "GANTerm",
+    "GateConfig",
+    "HardGateConfig",
+    "InfraredConfig",
+    "KSpaceConfig",
+    "LPIPSTerm",
+    "LatentPerceptualTerm",
+    "LatentTerm",
+    "LinearGateConfig",
+    "LinearSchedule",
+    "LossesConfig",
+    "NetConfig",
+    "NoGateConfig",
+    "NonFiniteConfig",
+    "PixelConfig",
+    "PixelTerm",
+    "ProcessConfig",
+    "RDDMConfig",
+    "RampSchedule",
+    "RealESRGANConfig",
+    "ResShiftConfig",
+    "SSIMTerm",
+    "SampleConfig",
+    "ScheduleConfig",
+    "Stage",
+    "StagesSchedule",
+    "Strict",
+    "TermBase",
+    "TrainConfig",
+    "UNetConfig",
+    "VAEConfig",
+    "WaveletConfig",
+    "apply_override",
+    "drop_inapplicable",
+    "format_validation_error",
+    "load_config",
+    "load_saved_config",
+    "parse_override",
+    "preset_names",
+    "preset_text",
+    "save_config",
+    "validate",
 ]
 
 
-# ----------------------------------------------------------------------------- gates
+# ----------------------------------------------------------------------------- the unions
+#
+# (field, registry, default tag): a section whose model comes from a registry. The default tag
+# is what a mapping without its tag means (``net: {size: tiny}`` is a unet).
 
 
-class GateConfig(Strict):
-    """Timestep gate g(t) in the process's own t units.
-
-    - none: 1 for every t
-    - hard: 1 if t <= t_max else 0
-    - linear: clamp((t_max - t) / t_max, 0, 1)  (seed 000)
-    - bins: value of the bin holding t; ``edges`` ascending, ``values`` has len(edges) + 1
-      (ResShift T=15: edges [5, 10], values [1.0, 0.1, 0.001])
-    """
-
-    kind: Literal["none", "hard", "linear", "bins"] = "none"
-    t_max: float | None = Field(None, gt=0)
-    edges: list[float] = Field(default_factory=list)
-    values: list[float] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _complete(self) -> GateConfig:
-        if self.kind in ("hard", "linear") and self.t_max is None:
-            raise ValueError(f"gate '{self.kind}' needs t_max")
-        if self.kind == "bins":
-            if len(self.values) != len(self.edges) + 1:
-                raise ValueError("bins gate needs len(values) == len(edges) + 1")
-            if self.edges != sorted(self.edges):
-                raise ValueError("bins gate edges must be ascending")
-            if any(v < 0 for v in self.values):
-                raise ValueError("bins gate values must be >= 0")
-        return self
+def _schedule_union() -> Any:
+    return SCHEDULES.config_union(default="constant")
 
 
-# ----------------------------------------------------------------------------- loss terms
+def _base_schedule_union() -> Any:
+    return SCHEDULES.config_union(lambda e: not e.caps.adaptive, default="constant")
 
 
-class TermBase(Strict):
-    """Fields shared by every loss term."""
-
-    label: str | None = None  # key in reports; defaults to the term name
-    weight: Schedule = Field(default_factory=ConstantSchedule)
-    gate: GateConfig = Field(default_factory=GateConfig)
-    paired_only: bool = True  # unpaired samples get no fidelity term
-
-    @property
-    def key(self) -> str:
-        """The term's name in reports and logs."""
-        return self.label or self.name  # type: ignore[attr-defined]
+def _gate_union() -> Any:
+    return GATES.config_union(default="none")
 
 
-class PixelTerm(TermBase):
-    """L1 / L2 / Charbonnier on the decoded x0_hat vs HR (pixel space)."""
-
-    name: Literal["l1", "l2", "charbonnier"]
-    eps: float = Field(1e-3, gt=0)  # Charbonnier only
+def _term_union() -> Any:
+    return TERMS.config_union()
 
 
-class SSIMTerm(TermBase):
-    """1 - SSIM (Gaussian window, sigma 1.5) in pixel space."""
-
-    name: Literal["ssim", "msssim"]
-    window: int = Field(11, ge=3)
-    sigma: float = Field(1.5, gt=0)
-    data_range: float = Field(1.0, gt=0)
+def _degradation_union() -> Any:
+    return DEGRADATIONS.config_union(default="bicubic")
 
 
-class LPIPSTerm(TermBase):
-    """LPIPS (alex | vgg) with weights from a local file or the torch hub cache."""
-
-    name: Literal["lpips"]
-    net: Literal["alex", "vgg"] = "alex"
-    weights: str | None = None  # LPIPS linear-layer weights (.pth); None: lpips package / hub
-    backbone_weights: str | None = None  # torchvision backbone weights; None: torch hub cache
+def _codec_union() -> Any:
+    return CODECS.config_union(default="pixel")
 
 
-class FFLTerm(TermBase):
-    """Focal frequency loss (Jiang et al. 2021), computed in float32."""
-
-    name: Literal["ffl"]
-    alpha: float = Field(1.0, ge=0)
-    log_matrix: bool = False
-    batch_matrix: bool = False
+def _process_union() -> Any:
+    return PROCESSES.config_union(default="flow")
 
 
-class EdgeTerm(TermBase):
-    """Edge (L1 of Sobel gradients inside the GT edge mask) or flat (HF energy outside it)."""
-
-    name: Literal["edge", "flat"]
-    threshold: float = Field(0.1, gt=0)  # on the GT Sobel magnitude, data in [0, 1]
+def _net_union() -> Any:
+    return NETS.config_union(default="unet")
 
 
-class LatentTerm(TermBase):
-    """L1 / L2 between z0_hat and z0 in the latent space (no decode)."""
-
-    name: Literal["latent_l1", "latent_l2"]
-
-
-class LatentPerceptualTerm(TermBase):
-    """Latent perceptual loss on VAE decoder features (VAE codec only)."""
-
-    name: Literal["latent_perceptual"]
-    layers: int = Field(3, ge=1)
-
-
-class GANTerm(TermBase):
-    """PatchGAN adversarial term for the generator; the discriminator trains alongside."""
-
-    name: Literal["gan"]
-    loss: Literal["hinge", "nonsaturating"] = "hinge"
-    layers: int = Field(3, ge=1, le=5)
-    width: int = Field(64, ge=8)
-    lr: float = Field(1e-4, gt=0)
-    betas: tuple[float, float] = (0.5, 0.9)
-    r1_gamma: float = Field(10.0, ge=0)
-    r1_interval: int = Field(16, ge=1)
-    warmup: int = Field(0, ge=0)  # discriminator-only steps before the generator term acts
-
-
-class FeatureTerm(TermBase):
-    """L1 between features of a frozen user network (TorchScript file) for x0_hat and HR."""
-
-    name: Literal["feature"]
-    model: str  # path to a TorchScript (.pt) module
-    layers: list[str] = Field(default_factory=list)  # named submodules; empty: the output
-
-
-TermConfig = Annotated[
-    Union[
-        PixelTerm,
-        SSIMTerm,
-        LPIPSTerm,
-        FFLTerm,
-        EdgeTerm,
-        LatentTerm,
-        LatentPerceptualTerm,
-        GANTerm,
-        FeatureTerm,
-    ],
-    Field(discriminator="name"),
-]
-
-PIXEL_SPACE_TERMS = {
-    "l1", "l2", "charbonnier", "ssim", "msssim", "lpips", "ffl", "edge", "flat", "gan", "feature",
+#: the registry behind each union-typed field name (for "unknown process 'flw'" messages)
+_KIND_BY_FIELD: dict[str, Registry[Any]] = {
+    "codec": CODECS, "process": PROCESSES, "net": NETS, "degradation": DEGRADATIONS, "terms": TERMS,
+    "gate": GATES, "weight": SCHEDULES, "base": SCHEDULES,
 }
+
+
+# ----------------------------------------------------------------------------- losses
 
 
 class NonFiniteConfig(Strict):
@@ -262,10 +193,10 @@ class NonFiniteConfig(Strict):
 
 
 class LossesConfig(Strict):
-    """The loss stack: the diffusion term's weight and the fidelity terms."""
+    """The loss stack: the diffusion term's weight and the fidelity terms (any registered term)."""
 
     diffusion_weight: float = Field(1.0, ge=0)
-    terms: list[TermConfig] = Field(default_factory=list)
+    terms: list[_term_union()] = Field(default_factory=list)  # type: ignore[valid-type]
     decode_chunk: int | None = Field(None, ge=1)  # decode at most this many samples at once
     nonfinite: NonFiniteConfig = Field(default_factory=NonFiniteConfig)
 
@@ -281,19 +212,6 @@ class LossesConfig(Strict):
 # ----------------------------------------------------------------------------- data
 
 
-class DegradationConfig(Strict):
-    """How LR is made from HR at train time (see docs/data.md)."""
-
-    name: Literal["bicubic", "blur_noise", "realesrgan", "kspace", "infrared"] = "bicubic"
-    blur_sigma: tuple[float, float] = (0.2, 2.0)
-    noise_sigma: tuple[float, float] = (0.0, 0.02)  # Gaussian, data in [0, 1]
-    poisson: float = Field(0.0, ge=0)  # probability of Poisson noise
-    rician: float = Field(0.0, ge=0)  # Rician noise sigma (k-space)
-    stripe_sigma: tuple[float, float] = (0.0, 0.03)  # infrared column fixed-pattern noise
-    nonuniformity: tuple[float, float] = (0.0, 0.1)  # infrared low-frequency gain drift
-    contrast: tuple[float, float] = (0.7, 1.0)  # infrared contrast factor
-
-
 class DataConfig(Strict):
     """Where images come from and how training pairs are made."""
 
@@ -305,7 +223,7 @@ class DataConfig(Strict):
     patch_size: int = Field(64, ge=8)
     batch_size: int = Field(8, ge=1)
     channels: Literal[1, 3] = 1
-    degradation: DegradationConfig = Field(default_factory=DegradationConfig)
+    degradation: _degradation_union() = Field(default_factory=BicubicConfig)  # type: ignore[valid-type]
     # auto: dtype range for 8/16-bit images, percentiles for MRI volumes/series, min-max for floats
     normalization: Literal["auto", "dtype", "minmax", "percentile", "window"] = "auto"
     percentiles: tuple[float, float] = (0.5, 99.5)
@@ -315,7 +233,7 @@ class DataConfig(Strict):
     min_foreground: float = Field(0.05, ge=0, le=1)  # skip volume slices emptier than this
     val_fraction: float = Field(0.1, ge=0, lt=1)
     val_images: int = Field(4, ge=0)
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0)  # DataLoader worker processes preparing the next batches
     cache: bool = True
 
     @model_validator(mode="after")
@@ -323,90 +241,6 @@ class DataConfig(Strict):
         if self.patch_size % self.scale:
             raise ValueError(f"patch_size {self.patch_size} is not a multiple of scale {self.scale}")
         return self
-
-
-# ----------------------------------------------------------------------------- models
-
-
-class CodecConfig(Strict):
-    """The space diffusion runs in."""
-
-    name: Literal["pixel", "wavelet", "vae"] = "pixel"
-    wavelet: Literal["haar", "db2"] = "haar"
-    levels: int = Field(2, ge=1, le=3)
-    layout: Literal["ll", "full", "all", "all_learnable"] = "all"
-    path: str | None = None  # VAE: a local diffusers AutoencoderKL folder
-
-
-class FlowConfig(Strict):
-    """Rectified flow with v-prediction."""
-
-    name: Literal["flow"] = "flow"
-    shift: float = Field(1.0, gt=0)
-    logit_mean: float = 0.0
-    logit_std: float = Field(1.0, gt=0)
-    min_snr_gamma: float | None = Field(None, gt=0)
-    sample_steps: int = Field(8, ge=1)
-
-
-class DDPMConfig(Strict):
-    """Variance-preserving DDPM with eps / x0 / v prediction and a DDIM sampler."""
-
-    name: Literal["ddpm"] = "ddpm"
-    schedule: Literal["linear", "cosine"] = "linear"
-    train_steps: int = Field(1000, ge=2)
-    prediction: Literal["eps", "x0", "v"] = "eps"
-    min_snr_gamma: float | None = Field(5.0, gt=0)
-    sample_steps: int = Field(50, ge=1)
-
-
-class ResShiftConfig(Strict):
-    """ResShift residual shifting (Yue et al. 2023) with x0 prediction."""
-
-    name: Literal["resshift"] = "resshift"
-    steps: int = Field(15, ge=2)
-    kappa: float = Field(2.0, gt=0)
-    p: float = Field(0.3, gt=0)
-    min_noise: float = Field(0.04, gt=0)
-    eta_max: float = Field(0.99, gt=0, lt=1)
-    residual: bool = True  # x0_hat = condition + net output
-    min_snr_gamma: float | None = Field(None, gt=0)
-
-
-class RDDMConfig(Strict):
-    """Residual denoising diffusion (Liu et al. 2024): residual and noise on separate schedules."""
-
-    name: Literal["rddm"] = "rddm"
-    steps: int = Field(10, ge=2)
-    noise_scale: float = Field(0.01, gt=0)
-    prediction: Literal["res", "res_noise"] = "res"
-    sample_steps: int | None = Field(None, ge=1)
-    res_weight: float = Field(1.0, ge=0)  # weight of the residual loss L_res
-    noise_weight: float | None = Field(None, ge=0)  # of the noise loss L_eps; None: 1 for res_noise, 0 for res
-
-
-class DirectConfig(Strict):
-    """No diffusion: one-pass regression (for the EDSR / RCAN / SwinIR baselines)."""
-
-    name: Literal["direct"] = "direct"
-    loss: Literal["l1", "l2"] = "l1"
-
-
-ProcessConfig = Annotated[
-    Union[FlowConfig, DDPMConfig, ResShiftConfig, RDDMConfig, DirectConfig], Field(discriminator="name")
-]
-
-
-class NetConfig(Strict):
-    """The conditional UNet denoiser, or a feed-forward baseline (with process 'direct')."""
-
-    name: Literal["unet", "edsr", "rcan", "swinir"] = "unet"
-    size: Literal["tiny", "small", "base"] = "tiny"
-    width: int | None = Field(None, ge=8)  # overrides the size preset
-    channel_mult: list[int] | None = None
-    num_res_blocks: int | None = Field(None, ge=1)
-    attention_levels: list[int] | None = None
-    dropout: float = Field(0.0, ge=0, lt=1)
 
 
 # ----------------------------------------------------------------------------- run
@@ -472,30 +306,91 @@ class Config(Strict):
 
     name: str = "custom"
     description: str = ""
+    plugins: list[str] = Field(default_factory=list)  # modules / .py files registering components
     data: DataConfig = Field(default_factory=DataConfig)
-    codec: CodecConfig = Field(default_factory=CodecConfig)
-    process: ProcessConfig = Field(default_factory=FlowConfig)
-    net: NetConfig = Field(default_factory=NetConfig)
+    codec: _codec_union() = Field(default_factory=PixelConfig)  # type: ignore[valid-type]
+    process: _process_union() = Field(default_factory=FlowConfig)  # type: ignore[valid-type]
+    net: _net_union() = Field(default_factory=UNetConfig)  # type: ignore[valid-type]
     losses: LossesConfig = Field(default_factory=LossesConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")
-    def _baseline_needs_direct(self) -> Config:
-        baseline = self.net.name != "unet"
-        if baseline and (self.process.name != "direct" or self.codec.name != "pixel"):
+    def _feed_forward_pairs(self) -> Config:
+        net_ff = NETS.caps(self.net.name).feed_forward
+        process_ff = PROCESSES.caps(self.process.name).feed_forward
+        if net_ff and (not process_ff or not CODECS.caps(self.codec.name).pixel_space):
             raise ValueError(
                 f"net '{self.net.name}' is a feed-forward baseline: use process 'direct' and codec 'pixel'"
             )
-        if self.process.name == "direct" and not baseline:
-            raise ValueError("process 'direct' trains a feed-forward baseline: set net.name to edsr, rcan or swinir")
+        if process_ff and not net_ff:
+            raise ValueError(
+                f"process '{self.process.name}' trains a feed-forward baseline: set net.name to "
+                + " or ".join(n for n in NETS.names() if NETS.caps(n).feed_forward)
+            )
         return self
 
     def to_yaml(self) -> str:
         """The full config as YAML (reloads to an equal Config)."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
+
+# ----------------------------------------------------------------------------- rebuilding
+
+
+def _set_annotation(model: type[BaseModel], field: str, annotation: Any, *, rebuild: bool = True) -> None:
+    """Give ``model.field`` a new annotation (same default) and rebuild the model's validator."""
+    from pydantic.fields import FieldInfo
+
+    old = model.model_fields[field]
+    default = Field(default_factory=old.default_factory) if old.default_factory is not None else old.default
+    model.model_fields[field] = FieldInfo.from_annotated_attribute(annotation, default)
+    if rebuild:
+        model.model_rebuild(force=True)
+
+
+def _rebuild() -> None:
+    """Widen every union-typed field to what the registries hold now (a plug-in registered)."""
+    _set_annotation(AdaptiveSchedule, "base", _base_schedule_union())
+    schedule, gate = _schedule_union(), _gate_union()
+    for term in TERMS.configs():
+        _set_annotation(term, "weight", schedule, rebuild=False)
+        _set_annotation(term, "gate", gate)
+    _set_annotation(LossesConfig, "terms", list[_term_union()])  # type: ignore[misc]
+    _set_annotation(DataConfig, "degradation", _degradation_union())
+    _set_annotation(Config, "codec", _codec_union(), rebuild=False)
+    _set_annotation(Config, "process", _process_union(), rebuild=False)
+    _set_annotation(Config, "net", _net_union())
+
+
+for _registry in (SCHEDULES, GATES, TERMS, DEGRADATIONS, CODECS, PROCESSES, NETS):
+    _registry.subscribe(_rebuild)
+
+
+class _SectionUnion:
+    """``CodecConfig(name="wavelet", levels=3)`` -> the registered codec config it names."""
+
+    def __init__(self, what: str, union: Callable[[], Any]) -> None:
+        self.what, self._union = what, union
+
+    def __call__(self, **fields: Any) -> Any:
+        try:
+            return TypeAdapter(self._union()).validate_python(fields)
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, self.what)) from None
+
+    def __repr__(self) -> str:
+        return f"<{self.what} config: any registered {self.what}>"
+
+
+#: constructors for a section from keyword arguments (the member is picked by its tag field)
+CodecConfig = _SectionUnion("codec", _codec_union)
+ProcessConfig = _SectionUnion("process", _process_union)
+NetConfig = _SectionUnion("net", _net_union)
+DegradationConfig = _SectionUnion("degradation", _degradation_union)
+GateConfig = _SectionUnion("gate", _gate_union)
+ScheduleConfig = _SectionUnion("weight", _schedule_union)
 
 # ----------------------------------------------------------------------------- loading
 
@@ -574,9 +469,22 @@ def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
     if isinstance(node, list):
         node[_index(last, node, parts)] = value
     elif isinstance(node, dict):
+        if last in ("name", "kind") and node.get(last) not in (None, value) and _is_component(parts[:-1]):
+            # another component: the options written for the previous one do not apply to it (a loss
+            # term keeps what every term has: label, weight, gate, paired_only)
+            keep = set(TermBase.model_fields) if parts[-3:-2] == ["terms"] else set()
+            for key in [k for k in node if k not in keep]:
+                del node[key]
         node[last] = value
     else:
         raise ConfigError(f"--set {'.'.join(parts)}: '{'.'.join(parts[:-1])}' is not a section")
+
+
+def _is_component(path: list[str]) -> bool:
+    """True when ``path`` (e.g. ['codec'], ['losses', 'terms', '0', 'gate']) is a registry-built section."""
+    if len(path) >= 2 and path[-2] == "terms" and path[-1].isdigit():
+        return True
+    return bool(path) and path[-1] in _KIND_BY_FIELD and path[-1] != "terms"
 
 
 def _index(part: str, node: list[Any], parts: list[str]) -> int:
@@ -585,83 +493,120 @@ def _index(part: str, node: list[Any], parts: list[str]) -> int:
     return int(part)
 
 
-def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the (sub)model reached by ``loc`` (best effort, for hints)."""
-    current: Any = model
+def _members(annotation: Any) -> dict[str, type[BaseModel]] | None:
+    """tag -> model for a registry union annotation (a Union of ``Annotated[M, Tag(name)]``,
+    possibly itself inside ``Annotated[..., Discriminator]``)."""
+    from pydantic import Tag
+
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) is not Union:
+        return None
+    out: dict[str, type[BaseModel]] = {}
+    for member in typing.get_args(annotation):
+        if typing.get_origin(member) is Annotated:
+            model, *meta = typing.get_args(member)
+            tag = next((m.tag for m in meta if isinstance(m, Tag)), None)
+            if tag is not None:
+                out[tag] = model
+    return out or None
+
+
+def _strip(annotation: Any) -> Any:
+    """Optional / list / tuple wrappers removed, down to a model or a registry union."""
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple):
+        args = typing.get_args(annotation)
+        return _strip(args[0]) if args else annotation
+    if origin is Union or str(origin) == "types.UnionType":
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _strip(args[0]) if len(args) == 1 else annotation
+    return annotation
+
+
+def _walk(loc: tuple[Any, ...]) -> tuple[list[str], Any]:
+    """(the loc as the user's dotted key, without union tags; what the last part points into).
+
+    Follows ``loc`` from :class:`Config` through fields, list indices and registry unions (whose
+    member tags in the loc are dropped from the key: ``losses.terms.0.ssim.windw`` is shown
+    as ``losses.terms.0.windw``).
+    """
+    shown: list[str] = []
+    current: Any = Config
     for part in loc:
+        members = _members(current)
+        if members is not None and isinstance(part, str) and part in members:
+            current = members[part]
+            continue
+        shown.append(str(part))
         if isinstance(part, int):
             continue
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            if part in current.model_fields:
-                current = current.model_fields[part].annotation
-                current = _unwrap(current)
-                continue
-            # a discriminated-union tag such as 'flow' or 'ssim' in the loc
-            continue
-        break
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    if isinstance(current, list):
-        names: list[str] = []
-        for m in current:
-            names += [n for n in m.model_fields if n not in names]
-        return names
-    return []
+        if isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            current = _strip(current.model_fields[part].annotation)
+        else:
+            current = None
+    return shown, current
 
 
-def _unwrap(annotation: Any) -> Any:
-    """Strip Annotated / Optional / list wrappers down to a model or a list of union members."""
-    import typing
+def _field_names(target: Any) -> list[str]:
+    if isinstance(target, type) and issubclass(target, BaseModel):
+        return list(target.model_fields)
+    members = _members(target)
+    names: list[str] = []
+    for model in (members or {}).values():
+        names += [n for n in model.model_fields if n not in names]
+    return names
 
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is Annotated:
-        return _unwrap(args[0])
-    if origin in (list, tuple):
-        return _unwrap(args[0]) if args else annotation
-    if origin is Union or str(origin) == "types.UnionType":
-        members = [_unwrap(a) for a in args if a is not type(None)]
-        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
-        if len(models) == 1:
-            return models[0]
-        if models:
-            return models
-    return annotation
+
+def _unknown_key(loc: tuple[Any, ...], key: str) -> str:
+    """'unknown key ...' with the closest key of the chosen component, or the component that takes it."""
+    parent_shown, parent = _walk(loc[:-1])
+    bad = str(loc[-1])
+    hint = closest(bad, _field_names(parent))
+    if hint:
+        return f"unknown key '{key}' (did you mean '{'.'.join(parent_shown + [hint])}'?)"
+    # a key of another member of the same union (e.g. codec.layout on the pixel codec)
+    union_shown, union = _walk(loc[:-2]) if len(loc) >= 2 else ([], None)
+    members = _members(union)
+    if members and isinstance(loc[-2], str) and loc[-2] in members:
+        owners = {tag: closest(bad, list(model.model_fields)) for tag, model in members.items() if tag != loc[-2]}
+        owners = {tag: field for tag, field in owners.items() if field}
+        if owners:
+            tag, field = next(iter(owners.items()))
+            field_key = ".".join(parent_shown + [field])
+            name = next((p for p in reversed(union_shown) if not p.isdigit()), "")
+            what = _KIND_BY_FIELD[name].kind if name in _KIND_BY_FIELD else name or "component"
+            return (f"unknown key '{key}' for {what} '{loc[-2]}' "
+                    f"({field_key} belongs to '{tag}'{' and others' if len(owners) > 1 else ''})")
+    return f"unknown key '{key}'"
 
 
 def format_validation_error(err: ValidationError, where: str) -> str:
     """The first pydantic error as one line: '<where>: <key>: <message>' with a hint."""
     first = err.errors()[0]
     loc = tuple(first["loc"])
-    # drop discriminator tags ('flow', 'ssim', ...) from the dotted key shown to the user
-    shown = [str(p) for p in loc if not (isinstance(p, str) and _is_tag(p))]
+    shown, _ = _walk(loc)
     key = ".".join(shown)
     kind = first["type"]
     if kind == "extra_forbidden":
-        names = _fields_at(Config, loc[:-1])
-        hint = closest(str(loc[-1]), names)
-        tail = f" (did you mean '{'.'.join(shown[:-1] + [hint])}'?)" if hint else ""
-        return f"{where}: unknown key '{key}'{tail}"
+        return f"{where}: {_unknown_key(loc, key)}"
     msg = first["msg"]
     if kind == "literal_error":
         got = first.get("input")
         return f"{where}: {key}: {got!r} is not allowed; {msg.lower()}"
-    if kind == "union_tag_invalid":
-        return f"{where}: {key}: {msg}"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        field = next((p for p in reversed(shown) if not p.isdigit()), "")
+        registry = _KIND_BY_FIELD.get(field)
+        what = registry.kind if registry is not None else "name"
+        tag = (first.get("ctx") or {}).get("tag")
+        if tag is None or registry is None:
+            return f"{where}: {key}: {msg}"
+        hint = closest(str(tag), registry.names())
+        tail = f" (did you mean '{hint}'?)" if hint else f" (choose from {', '.join(registry.names())})"
+        return f"{where}: {key}: unknown {what} '{tag}'{tail}"
     value = first.get("input")
     shown_value = f" (got {value!r})" if not isinstance(value, dict | list) else ""
     return f"{where}: {key}: {msg}{shown_value}"
-
-
-_TAGS = {
-    "constant", "linear", "ramp", "stages", "adaptive", "flow", "ddpm", "resshift", "l1", "l2",
-    "rddm", "direct", "charbonnier", "ssim", "msssim", "lpips", "ffl", "edge", "flat", "latent_l1", "latent_l2",
-    "latent_perceptual", "gan", "feature",
-}
-
-
-def _is_tag(part: str) -> bool:
-    return part in _TAGS
 
 
 def validate(data: dict[str, Any], where: str = "config") -> Config:
@@ -672,8 +617,25 @@ def validate(data: dict[str, Any], where: str = "config") -> Config:
         raise ConfigError(format_validation_error(err, where)) from None
 
 
+def _prepare(data: dict[str, Any], where: str, base: Path | None) -> None:
+    """Import the plug-ins a config lists (before validation: they register components).
+
+    File plug-ins are recorded as absolute paths, so a saved run config finds them again.
+    """
+    plugins = data.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise ConfigError(f"{where}: plugins: expected a list of module names or .py files")
+    load_plugins(plugins, base=base, where=f"{where}: plugins")
+    if plugins:
+        data["plugins"] = [resolve_spec(p, base) for p in plugins]
+
+
 def load_config(source: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a preset name or YAML path (default: the 'demo' preset) and apply overrides."""
+    """Load a preset name or YAML path (default: the 'demo' preset) and apply overrides.
+
+    The config's ``plugins`` (module names, or .py files relative to the YAML file) are
+    imported first, so the components they register can be named in the config.
+    """
     data, where = _read_source(source if source is not None else "demo")
     data = copy.deepcopy(data)
     for item in overrides or []:
@@ -681,7 +643,55 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
         apply_override(data, parts, value)
     if overrides:
         where = f"{where} (with --set)"
+    base = Path(source).parent if source is not None and Path(source).suffix in (".yaml", ".yml") else None
+    _prepare(data, where, base)
     return validate(data, where)
+
+
+def load_saved_config(data: dict[str, Any], where: str) -> Config:
+    """Validate a config saved by an earlier run (a checkpoint's ``config.yaml``).
+
+    Its plug-ins are imported, and keys an earlier diffsr version wrote for components that do
+    not take them (e.g. ``codec.layout`` of a pixel codec, ``eps`` of an l1 term: they never had
+    an effect) are dropped (:func:`drop_inapplicable`).
+    """
+    data = drop_inapplicable(copy.deepcopy(data))
+    _prepare(data, where, None)
+    return validate(data, where)
+
+
+def drop_inapplicable(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without the keys a registry section's chosen component does not take.
+
+    Used for saved run configs only: a config a user writes keeps getting an error for such a
+    key. Sections: codec, process, net, data.degradation, each loss term and its gate and
+    weight (and an adaptive weight's base).
+    """
+
+    def trim(section: Any, registry: Registry[Any], default: str | None) -> None:
+        if not isinstance(section, dict):
+            return
+        name = section.get(registry.tag, default)
+        if name not in registry or registry.entry(name).config is None:
+            return
+        keep = registry.entry(name).config.model_fields  # type: ignore[union-attr]
+        for key in [k for k in section if k not in keep]:
+            del section[key]
+
+    trim(data.get("codec"), CODECS, "pixel")
+    trim(data.get("process"), PROCESSES, "flow")
+    trim(data.get("net"), NETS, "unet")
+    if isinstance(data.get("data"), dict):
+        trim(data["data"].get("degradation"), DEGRADATIONS, "bicubic")
+    losses = data.get("losses")
+    for term in (losses.get("terms") or []) if isinstance(losses, dict) else []:
+        trim(term, TERMS, None)
+        if isinstance(term, dict):
+            trim(term.get("gate"), GATES, "none")
+            trim(term.get("weight"), SCHEDULES, "constant")
+            if isinstance(term.get("weight"), dict):
+                trim(term["weight"].get("base"), SCHEDULES, "constant")
+    return data
 
 
 def save_config(config: Config, path: Path) -> None:

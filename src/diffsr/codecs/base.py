@@ -13,6 +13,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from diffsr.core.registry import Registry
+
+#: codecs by name; capabilities: ``exact_tiling`` (the codec can run on the whole image so the
+#: denoiser alone is tiled, sample.tile_mode exact), ``pixel_space`` (the latent is the image
+#: itself, shifted: feed-forward baselines need it)
+CODECS: Registry[Codec] = Registry("codec", capabilities={"exact_tiling": True, "pixel_space": False})
+
 
 @dataclass
 class Latent:
@@ -57,6 +64,13 @@ class Codec(nn.Module):
     def latent_channels(self, channels: int) -> int:
         """Number of latent channels for an image with ``channels`` channels."""
         raise NotImplementedError
+
+    def latent_shape(self, shape: tuple[int, ...] | torch.Size) -> tuple[int, int, int, int]:
+        """The latent shape (B, C', H', W') for images of ``shape`` (B, C, H, W) (H, W multiples of
+        ``downsample``)."""
+        b, c, h, w = shape
+        f = self.downsample
+        return (int(b), self.latent_channels(int(c)), int(h) // f, int(w) // f)
 
     def check_size(self, h: int, w: int, where: str = "image") -> None:
         """Raise ValueError unless (h, w) are multiples of ``downsample``."""

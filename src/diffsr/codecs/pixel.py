@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import Tensor
 
-from diffsr.codecs.base import Codec, Latent
+from diffsr.codecs.base import CODECS, Codec, Latent
+from diffsr.core.schema import Strict
 from diffsr.core.shapes import check_image
 
 
+class PixelConfig(Strict):
+    """Diffusion on pixels shifted to [-1, 1] (no parameters)."""
+
+    name: Literal["pixel"] = "pixel"
+
+
+@CODECS.register("pixel", config=PixelConfig, pixel_space=True)
 class PixelCodec(Codec):
     """``z = 2x - 1``, ``x = (z + 1) / 2``; latent channels = image channels, downsample 1.
 

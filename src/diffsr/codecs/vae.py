@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from torch import Tensor
 
-from diffsr.codecs.base import Codec, Latent
+from diffsr.codecs.base import CODECS, Codec, Latent
 from diffsr.core.errors import ConfigError
+from diffsr.core.schema import Strict
 from diffsr.core.shapes import check_image
 
 log = logging.getLogger(__name__)
 
 
+class VAEConfig(Strict):
+    """A diffusers ``AutoencoderKL`` from a local folder (``path``)."""
+
+    name: Literal["vae"] = "vae"
+    path: str | None = None  # a local diffusers AutoencoderKL folder
+
+
+@CODECS.register("vae", config=VAEConfig, exact_tiling=False)
 class VAECodec(Codec):
     """Images in [0, 1] <-> scaled VAE latents ``z = (mode(q(z|2x - 1)) - shift) * scale``.
 

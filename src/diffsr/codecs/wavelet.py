@@ -31,9 +31,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from diffsr.codecs.base import Codec, Latent
+from diffsr.codecs.base import CODECS, Codec, Latent
+from diffsr.core.schema import Strict
 
 #: analysis low-pass filters in PyWavelets' ``dec_lo`` order
 _SQRT3 = math.sqrt(3.0)
@@ -368,6 +370,16 @@ def waverec2(coeffs: list[Tensor], wavelet: str = "haar") -> Tensor:
 # ----------------------------------------------------------------------------- the codec
 
 
+class WaveletConfig(Strict):
+    """Orthonormal wavelet subbands (parameter-free, lossless except ``all_learnable``)."""
+
+    name: Literal["wavelet"] = "wavelet"
+    wavelet: Literal["haar", "db2"] = "haar"
+    levels: int = Field(2, ge=1, le=3)
+    layout: Literal["ll", "full", "all", "all_learnable"] = "all"
+
+
+@CODECS.register("wavelet", config=WaveletConfig)
 class WaveletCodec(Codec):
     """Images in [0, 1] <-> orthonormal wavelet coefficients of ``2x - 1`` at level L.
 

@@ -15,18 +15,17 @@ Formulas and the property each function is tested for are in docs/data.md.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor
 
 from diffsr.core.errors import ConfigError
 from diffsr.core.registry import Registry
+from diffsr.core.schema import Strict
 from diffsr.core.shapes import check_image
-
-if TYPE_CHECKING:
-    from diffsr.config import DegradationConfig
 
 Param = float | Tensor
 
@@ -353,7 +352,7 @@ def realesrgan_degrade(
 
 # ----------------------------------------------------------------------------- Degradation
 
-DEGRADATIONS: Registry[type[Degradation]] = Registry("degradation")
+DEGRADATIONS: Registry[Degradation] = Registry("degradation")
 
 
 class Degradation:
@@ -413,14 +412,62 @@ class Degradation:
         return upsample(lr, self.scale)
 
 
-@DEGRADATIONS.register("bicubic")
+# ----------------------------------------------------------------------------- config models
+# each degradation takes only the parameters it uses (a key another one uses is an error)
+
+Range = tuple[float, float]
+
+
+class BicubicConfig(Strict):
+    """``lr = bicubic_down(hr)``: no parameters."""
+
+    name: Literal["bicubic"] = "bicubic"
+
+
+class BlurNoiseConfig(Strict):
+    """Gaussian blur, bicubic decimation, Gaussian or Poisson noise."""
+
+    name: Literal["blur_noise"] = "blur_noise"
+    blur_sigma: Range = (0.2, 2.0)
+    noise_sigma: Range = (0.0, 0.02)  # Gaussian, data in [0, 1]
+    poisson: float = Field(0.0, ge=0)  # probability of Poisson noise
+
+
+class KSpaceConfig(Strict):
+    """MRI k-space truncation with Rician noise."""
+
+    name: Literal["kspace"] = "kspace"
+    rician: float = Field(0.0, ge=0)  # Rician noise sigma
+
+
+class InfraredConfig(Strict):
+    """Thermal camera: optics blur, decimation, contrast loss, gain drift, column stripes, noise."""
+
+    name: Literal["infrared"] = "infrared"
+    blur_sigma: Range = (0.2, 2.0)
+    noise_sigma: Range = (0.0, 0.02)
+    stripe_sigma: Range = (0.0, 0.03)  # column fixed-pattern noise
+    nonuniformity: Range = (0.0, 0.1)  # low-frequency gain drift
+    contrast: Range = (0.7, 1.0)  # contrast factor
+
+
+class RealESRGANConfig(Strict):
+    """Second-order blur / resize / noise (after Real-ESRGAN, without JPEG)."""
+
+    name: Literal["realesrgan"] = "realesrgan"
+    blur_sigma: Range = (0.2, 2.0)
+    noise_sigma: Range = (0.0, 0.02)
+    poisson: float = Field(0.0, ge=0)
+
+
+@DEGRADATIONS.register("bicubic", config=BicubicConfig)
 class BicubicDegradation(Degradation):
     """``lr = bicubic_down(hr)``: deterministic, the classic SR benchmark setting."""
 
     name = "bicubic"
 
 
-@DEGRADATIONS.register("blur_noise")
+@DEGRADATIONS.register("blur_noise", config=BlurNoiseConfig)
 class BlurNoiseDegradation(Degradation):
     """``lr = bicubic_down(blur_sigma(hr)) + noise``; Poisson (peak 10^U(2, 3.5)) with probability
     ``poisson``, else Gaussian with sigma ~ U(noise_sigma)."""
@@ -441,7 +488,7 @@ class BlurNoiseDegradation(Degradation):
         return torch.where(use_poisson.to(hr.device).view(-1, 1, 1, 1), shot, gauss)
 
 
-@DEGRADATIONS.register("kspace")
+@DEGRADATIONS.register("kspace", config=KSpaceConfig)
 class KSpaceDegradation(Degradation):
     """``lr = |IFFT(centre of FFT(hr))| `` with Rician noise of std ``rician`` (MRI)."""
 
@@ -451,7 +498,7 @@ class KSpaceDegradation(Degradation):
         return kspace_truncate(hr, self.scale, rician=self.rician, generator=generator)
 
 
-@DEGRADATIONS.register("infrared")
+@DEGRADATIONS.register("infrared", config=InfraredConfig)
 class InfraredDegradation(Degradation):
     """:func:`infrared_degrade` with every parameter drawn per sample from its range."""
 
@@ -471,7 +518,7 @@ class InfraredDegradation(Degradation):
         )
 
 
-@DEGRADATIONS.register("realesrgan")
+@DEGRADATIONS.register("realesrgan", config=RealESRGANConfig)
 class RealESRGANDegradation(Degradation):
     """:func:`realesrgan_degrade` with the configured blur / noise ranges and Poisson probability."""
 
@@ -488,18 +535,8 @@ class RealESRGANDegradation(Degradation):
         )
 
 
-def build_degradation(cfg: DegradationConfig | None, scale: int) -> Degradation:
-    """The :class:`Degradation` named by ``cfg.name`` (None: bicubic) for ``scale``."""
+def build_degradation(cfg: Any, scale: int) -> Degradation:
+    """The :class:`Degradation` a registered degradation config names (None: bicubic) for ``scale``."""
     if cfg is None:
         return BicubicDegradation(scale)
-    return DEGRADATIONS.build(
-        cfg.name,
-        scale=scale,
-        blur_sigma=tuple(cfg.blur_sigma),
-        noise_sigma=tuple(cfg.noise_sigma),
-        poisson=cfg.poisson,
-        rician=cfg.rician,
-        stripe_sigma=tuple(cfg.stripe_sigma),
-        nonuniformity=tuple(cfg.nonuniformity),
-        contrast=tuple(cfg.contrast),
-    )
+    return DEGRADATIONS.build_from(cfg, scale=scale)

@@ -309,7 +309,7 @@ def evaluate(
         "summary": summary,
         "paired": paired,
         "timing": timing,
-        # facts a method callable may carry (see diffsr.infer.method_from_spec): parameters, steps
+        # facts a method callable may carry (see diffsr.sampling.infer.method_from_spec): parameters, steps
         "models": {name: {k: getattr(methods[name], k, None) for k in ("params", "sampling_steps")}
                    for name in method_names},
         "device": str(device),

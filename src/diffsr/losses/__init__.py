@@ -4,21 +4,30 @@ Works in any PyTorch loop::
 
     from diffsr.losses import LinearGate, LossStack, LossTerm
 
-Importing this package loads only the stack, gates, schedules and reports; term modules
-(``pixel``, ``ssim``, ``perceptual``, ``frequency``, ``edges``, ``adversarial``, ``feature``,
-``latent_perceptual``) are imported on first attribute access, so lpips and friends load only
-when a term needs them.
+Importing this package registers every built-in term (each term module defines its config
+model and builder beside its code, see :mod:`diffsr.losses.base`); no term module imports a
+heavy dependency at import time (LPIPS weights, TorchScript feature nets and the like are
+loaded when a term is built).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-from diffsr.losses.build import TERMS, build_loss_stack, build_term_module
-from diffsr.losses.gates import BinsGate, Gate, HardGate, LinearGate, NoGate, build_gate
+# the built-in terms register themselves on import (explicit imports, no folder scanning)
+from diffsr.losses import (  # noqa: F401
+    adversarial,
+    edges,
+    feature,
+    frequency,
+    latent_perceptual,
+    perceptual,
+    pixel,
+    ssim,
+)
+from diffsr.losses.base import TERMS, TermBase
+from diffsr.losses.build import build_loss_stack, build_term_module
+from diffsr.losses.gates import GATES, BinsGate, Gate, HardGate, LinearGate, NoGate, build_gate
 from diffsr.losses.report import LossReport, TermReport, log_report
-from diffsr.losses.schedules import Adaptive, Constant, Linear, Ramp, Schedule, Stages, build_schedule
+from diffsr.losses.schedules import SCHEDULES, Adaptive, Constant, Linear, Ramp, Schedule, Stages, build_schedule
 from diffsr.losses.stack import (
     DeadTermError,
     LatentL1Loss,
@@ -29,11 +38,9 @@ from diffsr.losses.stack import (
     latent_error,
 )
 
-_LAZY_MODULES = {
-    "pixel", "ssim", "perceptual", "frequency", "edges", "adversarial", "feature", "latent_perceptual",
-}
-
 __all__ = [
+    "GATES",
+    "SCHEDULES",
     "TERMS",
     "Adaptive",
     "BinsGate",
@@ -53,6 +60,7 @@ __all__ = [
     "Ramp",
     "Schedule",
     "Stages",
+    "TermBase",
     "TermReport",
     "build_gate",
     "build_loss_stack",
@@ -62,11 +70,3 @@ __all__ = [
     "log_report",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """Import term modules (``diffsr.losses.ssim`` ...) on first access."""
-    if name in _LAZY_MODULES:
-        module = importlib.import_module(f"diffsr.losses.{name}")
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'diffsr.losses' has no attribute {name!r}")

@@ -26,11 +26,13 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from diffsr.core.errors import ConfigError
 from diffsr.core.shapes import check_image, check_mask
+from diffsr.losses.base import TERMS, TermBase
 
 __all__ = [
     "GANLoss",
@@ -308,3 +310,24 @@ class GANLoss(nn.Module):
             f"loss={self.loss!r}, r1_gamma={self.r1_gamma}, r1_interval={self.r1_interval}, "
             f"warmup={self.warmup}"
         )
+
+class GANTerm(TermBase):
+    """PatchGAN adversarial term for the generator; the discriminator trains alongside."""
+
+    name: Literal["gan"]
+    loss: Literal["hinge", "nonsaturating"] = "hinge"
+    layers: int = Field(3, ge=1, le=5)
+    width: int = Field(64, ge=8)
+    lr: float = Field(1e-4, gt=0)
+    betas: tuple[float, float] = (0.5, 0.9)
+    r1_gamma: float = Field(10.0, ge=0)
+    r1_interval: int = Field(16, ge=1)
+    warmup: int = Field(0, ge=0)  # discriminator-only steps before the generator term acts
+
+
+@TERMS.register("gan", config=GANTerm, space="pixel")
+def _build_gan(cfg: GANTerm, *, channels: int, **_: Any) -> nn.Module:
+    return GANLoss(
+        channels=channels, loss=cfg.loss, layers=cfg.layers, width=cfg.width, lr=cfg.lr,
+        betas=tuple(cfg.betas), r1_gamma=cfg.r1_gamma, r1_interval=cfg.r1_interval, warmup=cfg.warmup,
+    )

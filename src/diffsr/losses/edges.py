@@ -17,11 +17,15 @@ Both are per-sample (B,) masked means; a sample with no edge (or no flat) pixel 
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from diffsr.core.shapes import check_image, check_mask
+from diffsr.losses.base import TERMS, TermBase
 from diffsr.losses.pixel import masked_mean
 
 __all__ = ["EdgeLoss", "FlatLoss", "edge_loss", "edge_mask", "flat_loss", "laplacian", "sobel", "sobel_xy"]
@@ -116,3 +120,19 @@ class FlatLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold}"
+
+class EdgeTerm(TermBase):
+    """Edge (L1 of Sobel gradients inside the GT edge mask) or flat (HF energy outside it)."""
+
+    name: Literal["edge", "flat"]
+    threshold: float = Field(0.1, gt=0)  # on the GT Sobel magnitude, data in [0, 1]
+
+
+@TERMS.register("edge", config=EdgeTerm, space="pixel")
+def _build_edge(cfg: EdgeTerm, **_: Any) -> nn.Module:
+    return EdgeLoss(threshold=cfg.threshold)
+
+
+@TERMS.register("flat", config=EdgeTerm, space="pixel")
+def _build_flat(cfg: EdgeTerm, **_: Any) -> nn.Module:
+    return FlatLoss(threshold=cfg.threshold)

@@ -25,14 +25,17 @@ import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from diffsr.core.errors import ConfigError
 from diffsr.core.registry import closest
 from diffsr.core.shapes import check_image, check_mask
+from diffsr.losses.base import TERMS, TermBase
 from diffsr.losses.pixel import masked_mean
 
 __all__ = ["FeatureLoss", "load_feature_model"]
@@ -186,3 +189,15 @@ class FeatureLoss(nn.Module):
             total = value if total is None else total + value
         assert total is not None
         return total / len(feats_p)
+
+class FeatureTerm(TermBase):
+    """L1 between features of a frozen user network (TorchScript file) for x0_hat and HR."""
+
+    name: Literal["feature"]
+    model: str  # path to a TorchScript (.pt) module
+    layers: list[str] = Field(default_factory=list)  # named submodules; empty: the output
+
+
+@TERMS.register("feature", config=FeatureTerm, space="pixel")
+def _build_feature(cfg: FeatureTerm, **_: Any) -> nn.Module:
+    return FeatureLoss(model=cfg.model, layers=list(cfg.layers))

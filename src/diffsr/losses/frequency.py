@@ -18,10 +18,14 @@ are zero in both and contribute no difference; the mean still runs over the whol
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from diffsr.core.shapes import check_image, check_mask
+from diffsr.losses.base import TERMS, TermBase
 
 __all__ = ["FocalFrequencyLoss", "focal_frequency_loss"]
 
@@ -81,3 +85,16 @@ class FocalFrequencyLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, log_matrix={self.log_matrix}, batch_matrix={self.batch_matrix}"
+
+class FFLTerm(TermBase):
+    """Focal frequency loss (Jiang et al. 2021), computed in float32."""
+
+    name: Literal["ffl"]
+    alpha: float = Field(1.0, ge=0)
+    log_matrix: bool = False
+    batch_matrix: bool = False
+
+
+@TERMS.register("ffl", config=FFLTerm, space="pixel")
+def _build_ffl(cfg: FFLTerm, **_: Any) -> nn.Module:
+    return FocalFrequencyLoss(alpha=cfg.alpha, log_matrix=cfg.log_matrix, batch_matrix=cfg.batch_matrix)

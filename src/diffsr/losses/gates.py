@@ -20,13 +20,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor
 
-from diffsr.config import GateConfig
+from diffsr.core.registry import Registry
+from diffsr.core.schema import Strict
 
-__all__ = ["BinsGate", "Gate", "HardGate", "LinearGate", "NoGate", "build_gate"]
+__all__ = [
+    "GATES",
+    "BinsGate",
+    "BinsGateConfig",
+    "Gate",
+    "HardGate",
+    "HardGateConfig",
+    "LinearGate",
+    "LinearGateConfig",
+    "NoGate",
+    "NoGateConfig",
+    "build_gate",
+]
+
+#: timestep gates by ``kind``; each registers its config model (``kind`` + its own fields)
+GATES: Registry[Gate] = Registry("gate", tag="kind")
 
 
 def _as_float(t: Tensor) -> Tensor:
@@ -51,10 +69,64 @@ class Gate:
         """A short human-readable formula."""
         return self.kind
 
+    def check_units(self, t_lo: float, t_hi: float) -> str | None:
+        """Why this gate looks written in another process's t units, or None (used by the audit)."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.describe()})"
 
 
+class NoGateConfig(Strict):
+    """g(t) = 1 for every t."""
+
+    kind: Literal["none"] = "none"
+
+
+class HardGateConfig(Strict):
+    """g(t) = 1 if t <= t_max else 0."""
+
+    kind: Literal["hard"] = "hard"
+    t_max: float = Field(gt=0)
+
+
+class LinearGateConfig(Strict):
+    """g(t) = clamp((t_max - t) / t_max, 0, 1) (seed 000)."""
+
+    kind: Literal["linear"] = "linear"
+    t_max: float = Field(gt=0)
+
+
+class BinsGateConfig(Strict):
+    """The value of the bin holding t; ``edges`` ascending, ``values`` has len(edges) + 1
+    (ResShift T=15: edges [5, 10], values [1.0, 0.1, 0.001])."""
+
+    kind: Literal["bins"] = "bins"
+    edges: list[float] = Field(default_factory=list)
+    values: list[float] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _complete(self) -> BinsGateConfig:
+        if len(self.values) != len(self.edges) + 1:
+            raise ValueError("bins gate needs len(values) == len(edges) + 1")
+        if self.edges != sorted(self.edges):
+            raise ValueError("bins gate edges must be ascending")
+        if any(v < 0 for v in self.values):
+            raise ValueError("bins gate values must be >= 0")
+        return self
+
+
+def _check_t_max(gate: HardGate | LinearGate, t_lo: float, t_hi: float) -> str | None:
+    span = f"[{t_lo:g}, {t_hi:g}]"
+    if gate.t_max > t_hi:
+        return f"gate t_max {gate.t_max:g} lies outside the process's t range {span} (t units of another process?)"
+    if t_hi > 1 and gate.t_max < 1:
+        return (f"gate t_max {gate.t_max:g} is below one step of the t range {span}: it opens only at t = 0 "
+                "(flow units on a step-indexed process?)")
+    return None
+
+
+@GATES.register("none", config=NoGateConfig)
 class NoGate(Gate):
     """Every sample, every t: g(t) = 1."""
 
@@ -70,6 +142,7 @@ class NoGate(Gate):
         return "1"
 
 
+@GATES.register("hard", config=HardGateConfig)
 class HardGate(Gate):
     """g(t) = 1 if t <= t_max else 0."""
 
@@ -90,7 +163,11 @@ class HardGate(Gate):
     def describe(self) -> str:
         return f"t <= {self.t_max:g}"
 
+    def check_units(self, t_lo: float, t_hi: float) -> str | None:
+        return _check_t_max(self, t_lo, t_hi)
 
+
+@GATES.register("linear", config=LinearGateConfig)
 class LinearGate(Gate):
     """g(t) = clamp((t_max - t) / t_max, 0, 1): 1 at t = 0, falling to 0 at t_max."""
 
@@ -112,7 +189,11 @@ class LinearGate(Gate):
     def describe(self) -> str:
         return f"clamp(({self.t_max:g} - t) / {self.t_max:g}, 0, 1)"
 
+    def check_units(self, t_lo: float, t_hi: float) -> str | None:
+        return _check_t_max(self, t_lo, t_hi)
 
+
+@GATES.register("bins", config=BinsGateConfig)
 class BinsGate(Gate):
     """Piecewise-constant: ``values[i]`` on ``edges[i-1] <= t < edges[i]`` (len(values) = len(edges) + 1)."""
 
@@ -147,15 +228,17 @@ class BinsGate(Gate):
     def describe(self) -> str:
         return f"bins edges={self.edges} values={self.values}"
 
+    def check_units(self, t_lo: float, t_hi: float) -> str | None:
+        outside = [e for e in self.edges if e < t_lo or e > t_hi]
+        if outside:
+            return f"bins gate edge(s) {outside} lie outside the process's t range [{t_lo:g}, {t_hi:g}]"
+        return None
 
-def build_gate(cfg: GateConfig | None) -> Gate:
-    """The :class:`Gate` for a :class:`~diffsr.config.GateConfig` (None: no gate)."""
-    if cfg is None or cfg.kind == "none":
+
+def build_gate(cfg: Any) -> Gate:
+    """The :class:`Gate` for a registered gate's config model (None: no gate; a Gate: itself)."""
+    if cfg is None:
         return NoGate()
-    if cfg.kind == "hard":
-        return HardGate(cfg.t_max)  # type: ignore[arg-type]
-    if cfg.kind == "linear":
-        return LinearGate(cfg.t_max)  # type: ignore[arg-type]
-    if cfg.kind == "bins":
-        return BinsGate(cfg.edges, cfg.values)
-    raise ValueError(f"unknown gate kind {cfg.kind!r}")
+    if isinstance(cfg, Gate):
+        return cfg
+    return GATES.build_from(cfg)

@@ -14,13 +14,16 @@ decoder features are meaningless.
 from __future__ import annotations
 
 import logging
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from diffsr.core.errors import ConfigError
 from diffsr.core.shapes import check_mask
+from diffsr.losses.base import TERMS, TermBase
 from diffsr.losses.pixel import masked_mean
 
 __all__ = ["LatentPerceptualLoss", "normalize_channels"]
@@ -75,3 +78,16 @@ class LatentPerceptualLoss(nn.Module):
         if total is None:
             raise ConfigError("latent_perceptual: the codec's decoder_features returned no feature map")
         return total
+
+class LatentPerceptualTerm(TermBase):
+    """Latent perceptual loss on VAE decoder features (VAE codec only)."""
+
+    name: Literal["latent_perceptual"]
+    layers: int = Field(3, ge=1)
+
+
+@TERMS.register("latent_perceptual", config=LatentPerceptualTerm, space="latent", requires_codec="vae")
+def _build_latent_perceptual(cfg: LatentPerceptualTerm, *, codec: Any = None, **_: Any) -> nn.Module:
+    if codec is None:
+        raise ConfigError(f"term '{cfg.key}' (latent_perceptual) needs the VAE codec (codec.name: vae)")
+    return LatentPerceptualLoss(codec=codec, layers=cfg.layers)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from diffsr.core.errors import ConfigError
 from diffsr.core.shapes import check_image, check_mask
+from diffsr.losses.base import TERMS, TermBase
 
 __all__ = ["BACKBONE_FILES", "LPIPSLoss", "lpips_distance", "resolve_lpips_weights"]
 
@@ -250,3 +251,16 @@ def lpips_distance(
     """Per-sample LPIPS (B,) with a freshly built network (use :class:`LPIPSLoss` in loops)."""
     model = LPIPSLoss(net, weights=weights, backbone_weights=backbone_weights).to(pred.device)
     return model(pred, target, mask)
+
+class LPIPSTerm(TermBase):
+    """LPIPS (alex | vgg) with weights from a local file or the torch hub cache."""
+
+    name: Literal["lpips"]
+    net: Literal["alex", "vgg"] = "alex"
+    weights: str | None = None  # LPIPS linear-layer weights (.pth); None: lpips package / hub
+    backbone_weights: str | None = None  # torchvision backbone weights; None: torch hub cache
+
+
+@TERMS.register("lpips", config=LPIPSTerm, space="pixel")
+def _build_lpips(cfg: LPIPSTerm, **_: Any) -> nn.Module:
+    return LPIPSLoss(net=cfg.net, weights=cfg.weights, backbone_weights=cfg.backbone_weights)

@@ -7,10 +7,14 @@ fully padded sample contributes nothing.
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from diffsr.core.shapes import check_image, check_mask
+from diffsr.losses.base import TERMS, TermBase
 
 __all__ = [
     "CharbonnierLoss",
@@ -100,3 +104,31 @@ class CharbonnierLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}"
+
+
+class PixelTerm(TermBase):
+    """L1 / L2 on the decoded x0_hat vs HR (pixel space)."""
+
+    name: Literal["l1", "l2"]
+
+
+class CharbonnierTerm(TermBase):
+    """Charbonnier sqrt(d^2 + eps^2) on the decoded x0_hat vs HR (pixel space)."""
+
+    name: Literal["charbonnier"]
+    eps: float = Field(1e-3, gt=0)
+
+
+@TERMS.register("l1", config=PixelTerm, space="pixel")
+def _build_l1(cfg: PixelTerm, **_: Any) -> nn.Module:
+    return L1Loss()
+
+
+@TERMS.register("l2", config=PixelTerm, space="pixel")
+def _build_l2(cfg: PixelTerm, **_: Any) -> nn.Module:
+    return L2Loss()
+
+
+@TERMS.register("charbonnier", config=CharbonnierTerm, space="pixel")
+def _build_charbonnier(cfg: CharbonnierTerm, **_: Any) -> nn.Module:
+    return CharbonnierLoss(eps=cfg.eps)

@@ -18,16 +18,34 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Literal
 
-from diffsr.config import (
-    AdaptiveSchedule,
-    ConstantSchedule,
-    LinearSchedule,
-    RampSchedule,
-    StagesSchedule,
-)
+from pydantic import Field, model_validator
 
-__all__ = ["Adaptive", "Constant", "Linear", "Ramp", "Schedule", "Stages", "build_schedule"]
+from diffsr.core.registry import Registry
+from diffsr.core.schema import Strict
+
+__all__ = [
+    "SCHEDULES",
+    "Adaptive",
+    "AdaptiveSchedule",
+    "Constant",
+    "ConstantSchedule",
+    "Linear",
+    "LinearSchedule",
+    "Ramp",
+    "RampSchedule",
+    "Schedule",
+    "ScheduleConfig",
+    "Stage",
+    "Stages",
+    "StagesSchedule",
+    "build_schedule",
+]
+
+#: weight schedules by ``kind``; capability ``adaptive``: the stack multiplies the weight by a
+#: gradient-norm ratio (an adaptive schedule cannot be the base of another one)
+SCHEDULES: Registry[Schedule] = Registry("weight schedule", tag="kind", capabilities={"adaptive": False})
 
 
 class Schedule:
@@ -66,6 +84,14 @@ def _lerp(a: float, b: float, frac: float) -> float:
     return a + (b - a) * frac
 
 
+class ConstantSchedule(Strict):
+    """w(step) = value."""
+
+    kind: Literal["constant"] = "constant"
+    value: float = Field(1.0, ge=0)
+
+
+@SCHEDULES.register("constant", config=ConstantSchedule)
 class Constant(Schedule):
     """w(step) = value."""
 
@@ -79,6 +105,17 @@ class Constant(Schedule):
         return f"{self.value:g}"
 
 
+class LinearSchedule(Strict):
+    """start until ``begin``, then linear to ``end`` at ``begin + steps``, then ``end``."""
+
+    kind: Literal["linear"] = "linear"
+    start: float = Field(0.0, ge=0)
+    end: float = Field(1.0, ge=0)
+    begin: int = Field(0, ge=0)
+    steps: int = Field(1000, gt=0)
+
+
+@SCHEDULES.register("linear", config=LinearSchedule)
 class Linear(Schedule):
     """``start`` until ``begin``, linear to ``end`` at ``begin + steps``, then ``end``."""
 
@@ -99,6 +136,22 @@ class Linear(Schedule):
         return f"{self.start:g} -> {self.end:g} over [{self.begin}, {self.begin + self.steps}]"
 
 
+class RampSchedule(Strict):
+    """0 until ``warmup``, linear ramp to ``value`` at ``ramp_end``, then ``value``."""
+
+    kind: Literal["ramp"] = "ramp"
+    value: float = Field(1.0, ge=0)
+    warmup: int = Field(0, ge=0)
+    ramp_end: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> RampSchedule:
+        if self.ramp_end < self.warmup:
+            raise ValueError("ramp_end must be >= warmup")
+        return self
+
+
+@SCHEDULES.register("ramp", config=RampSchedule)
 class Ramp(Schedule):
     """0 until ``warmup``, linear to ``value`` at ``ramp_end``, then ``value``."""
 
@@ -121,6 +174,35 @@ class Ramp(Schedule):
         return f"0 until {self.warmup}, -> {self.value:g} at {self.ramp_end}"
 
 
+class Stage(Strict):
+    """One knot of a piecewise schedule: the weight at ``step`` (linear between knots)."""
+
+    step: int = Field(ge=0)
+    value: float = Field(ge=0)
+
+
+class StagesSchedule(Strict):
+    """Piecewise-linear through knots; constant before the first and after the last.
+
+    A knot pair with the same step makes a jump (e.g. stages switching on at 3000).
+    """
+
+    kind: Literal["stages"] = "stages"
+    stages: list[Stage] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _sorted(self) -> StagesSchedule:
+        steps = [s.step for s in self.stages]
+        if steps != sorted(steps):
+            raise ValueError("stages must be sorted by step")
+        return self
+
+
+def _stages_from(cfg: StagesSchedule, **_: Any) -> Stages:
+    return Stages([(s.step, s.value) for s in cfg.stages])
+
+
+@SCHEDULES.register("stages", config=StagesSchedule, build=_stages_from)
 class Stages(Schedule):
     """Piecewise linear through ``(step, value)`` knots; equal steps make a jump."""
 
@@ -150,6 +232,27 @@ class Stages(Schedule):
         return " ".join(f"{s}:{v:g}" for s, v in self.knots)
 
 
+class AdaptiveSchedule(Strict):
+    """VQGAN-style: w = base(step) * ||grad L_rec|| / (||grad L_term|| + eps) at the last layer.
+
+    ``base`` is itself a (non-adaptive) schedule (warm-up, ramp); the ratio is clamped to
+    [0, max_ratio] and detached. ``diffsr.config`` widens ``base`` to every registered
+    non-adaptive schedule.
+    """
+
+    kind: Literal["adaptive"] = "adaptive"
+    base: ConstantSchedule | LinearSchedule | RampSchedule | StagesSchedule = Field(
+        default_factory=ConstantSchedule, discriminator="kind"
+    )
+    max_ratio: float = Field(1e4, gt=0)
+    eps: float = Field(1e-4, gt=0)
+
+
+def _adaptive_from(cfg: AdaptiveSchedule, **_: Any) -> Adaptive:
+    return Adaptive(build_schedule(cfg.base), cfg.max_ratio, cfg.eps)
+
+
+@SCHEDULES.register("adaptive", config=AdaptiveSchedule, build=_adaptive_from, adaptive=True)
 class Adaptive(Schedule):
     """``base(step)``; the stack multiplies by the clamped, detached gradient-norm ratio."""
 
@@ -169,25 +272,22 @@ class Adaptive(Schedule):
         return f"adaptive x ({self.base.describe()}), ratio <= {self.max_ratio:g}"
 
 
-ScheduleConfig = ConstantSchedule | LinearSchedule | RampSchedule | StagesSchedule | AdaptiveSchedule
+#: the config of any registered schedule (annotation; ``diffsr.config`` keeps its own union current)
+ScheduleConfig = Any
 
 
-def build_schedule(cfg: ScheduleConfig | Schedule | float | int | None) -> Schedule:
-    """The :class:`Schedule` for a schedule config (a number: constant; None: constant 1)."""
+def build_schedule(cfg: Any) -> Schedule:
+    """The :class:`Schedule` for a schedule config (a number: constant; None: constant 1).
+
+    Any registered schedule's config model works (``SCHEDULES.build_from``); a
+    :class:`Schedule` is returned as it is.
+    """
     if cfg is None:
         return Constant(1.0)
     if isinstance(cfg, Schedule):
         return cfg
     if isinstance(cfg, int | float):
         return Constant(float(cfg))
-    if isinstance(cfg, ConstantSchedule):
-        return Constant(cfg.value)
-    if isinstance(cfg, LinearSchedule):
-        return Linear(cfg.start, cfg.end, cfg.begin, cfg.steps)
-    if isinstance(cfg, RampSchedule):
-        return Ramp(cfg.value, cfg.warmup, cfg.ramp_end)
-    if isinstance(cfg, StagesSchedule):
-        return Stages([(s.step, s.value) for s in cfg.stages])
-    if isinstance(cfg, AdaptiveSchedule):
-        return Adaptive(build_schedule(cfg.base), cfg.max_ratio, cfg.eps)
-    raise TypeError(f"build_schedule: unsupported {type(cfg).__name__}")
+    if not hasattr(cfg, "kind"):
+        raise TypeError(f"build_schedule: unsupported {type(cfg).__name__}")
+    return SCHEDULES.build_from(cfg)

@@ -29,15 +29,17 @@ That backward is not itself differentiable (no double backward through :func:`ss
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from diffsr.core.errors import ConfigError
 from diffsr.core.shapes import check_image, check_mask
+from diffsr.losses.base import TERMS, TermBase
 
 __all__ = [
     "MSSSIM_WEIGHTS",
@@ -491,3 +493,21 @@ class MSSSIMLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"window={self.window}, sigma={self.sigma}, data_range={self.data_range}"
+
+class SSIMTerm(TermBase):
+    """1 - SSIM or 1 - MS-SSIM (Gaussian window, sigma 1.5) in pixel space."""
+
+    name: Literal["ssim", "msssim"]
+    window: int = Field(11, ge=3)
+    sigma: float = Field(1.5, gt=0)
+    data_range: float = Field(1.0, gt=0)
+
+
+@TERMS.register("ssim", config=SSIMTerm, space="pixel")
+def _build_ssim(cfg: SSIMTerm, **_: Any) -> nn.Module:
+    return SSIMLoss(window=cfg.window, sigma=cfg.sigma, data_range=cfg.data_range)
+
+
+@TERMS.register("msssim", config=SSIMTerm, space="pixel")
+def _build_msssim(cfg: SSIMTerm, **_: Any) -> nn.Module:
+    return MSSSIMLoss(window=cfg.window, sigma=cfg.sigma, data_range=cfg.data_range)

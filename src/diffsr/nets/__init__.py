@@ -1,52 +1,40 @@
 """Networks: the conditional UNet denoiser and SR baselines (EDSR, RCAN, SwinIR).
 
-``NETS`` builds denoisers by name (``"unet"``); :func:`build_net` builds one from a
-``NetConfig``. ``BASELINES`` builds the feed-forward SR baselines; they import spandrel lazily,
-only when one is built or loaded.
+``NETS`` (:mod:`diffsr.nets.base`) holds every network a config's ``net`` section can name,
+each with its config model and capabilities; :func:`build_net` builds one from its config.
+``BASELINES`` builds the feed-forward SR baselines by name; they import spandrel lazily, only
+when one is built or loaded.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from torch import nn
 
-from diffsr.core.registry import Registry
-from diffsr.nets.baselines import BASELINES, build_baseline, load_baseline
-from diffsr.nets.unet import PRESETS, UNet, norm_groups, timestep_embedding
-
-if TYPE_CHECKING:  # annotation only: nets sits below config in the import order
-    from diffsr.config import NetConfig
-
-NETS: Registry[nn.Module] = Registry("net")
-NETS.register("unet")(UNet)
+from diffsr.nets.base import NETS
+from diffsr.nets.baselines import BASELINES, BaselineNetConfig, build_baseline, load_baseline
+from diffsr.nets.unet import PRESETS, UNet, UNetConfig, norm_groups, timestep_embedding
 
 
-def build_net(cfg: NetConfig, *, in_channels: int, cond_channels: int, out_channels: int) -> nn.Module:
-    """The denoiser named by ``cfg.name``; explicit ``cfg`` fields override the size preset."""
+def build_net(cfg: Any, *, in_channels: int = 1, cond_channels: int = 1, out_channels: int = 1, channels: int = 1,
+              scale: int = 4) -> nn.Module:
+    """The network named by ``cfg.name`` (a registered net's config model).
 
-    def as_tuple(value: list[int] | None) -> tuple[int, ...] | None:
-        return None if value is None else tuple(value)
-
-    return NETS.build(
-        cfg.name,
-        in_channels=in_channels,
-        cond_channels=cond_channels,
-        out_channels=out_channels,
-        size=cfg.size,
-        width=cfg.width,
-        channel_mult=as_tuple(cfg.channel_mult),
-        num_res_blocks=cfg.num_res_blocks,
-        attention_levels=as_tuple(cfg.attention_levels),
-        dropout=cfg.dropout,
-    )
+    A denoiser uses in/cond/out channels (latent channels); a feed-forward baseline uses the
+    image ``channels`` and ``scale``.
+    """
+    return NETS.build_from(cfg, in_channels=in_channels, cond_channels=cond_channels, out_channels=out_channels,
+                           channels=channels, scale=scale)
 
 
 __all__ = [
     "BASELINES",
     "NETS",
     "PRESETS",
+    "BaselineNetConfig",
     "UNet",
+    "UNetConfig",
     "build_baseline",
     "build_net",
     "load_baseline",

@@ -32,6 +32,8 @@ from torch import Tensor, nn
 
 from diffsr.core.errors import CheckpointError, ConfigError
 from diffsr.core.registry import Registry
+from diffsr.core.schema import Strict
+from diffsr.nets.base import NETS
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +257,23 @@ def build_swinir(*, channels: int, scale: int, size: BaselineSize = "tiny") -> n
         resi_connection="1conv", **cfg,
     )  # fmt: skip
     return _finish(model)
+
+
+class BaselineNetConfig(Strict):
+    """A feed-forward SR baseline (EDSR / RCAN / SwinIR), trained with process ``direct``."""
+
+    name: Literal["edsr", "rcan", "swinir"]
+    size: BaselineSize = "tiny"
+
+
+def _build_from_config(cfg: BaselineNetConfig, *, channels: int, scale: int, **_: Any) -> nn.Module:
+    return build_baseline(cfg.name, channels=channels, scale=scale, size=cfg.size)
+
+
+for _name, _tiling in (("edsr", True), ("rcan", True), ("swinir", False)):
+    # SwinIR's shifted windows and its input padding to a multiple of 8 defeat exact tiling
+    NETS.register(_name, config=BaselineNetConfig, build=_build_from_config, feed_forward=True,
+                  exact_tiling=_tiling)(BASELINES.get(_name))
 
 
 def build_baseline(name: str, *, channels: int, scale: int, size: BaselineSize = "tiny") -> nn.Module:

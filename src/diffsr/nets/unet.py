@@ -24,9 +24,12 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from diffsr.core.errors import ConfigError
+from diffsr.core.schema import Strict
+from diffsr.nets.base import NETS
 
 Size = Literal["tiny", "small", "base"]
 
@@ -278,3 +281,35 @@ class UNet(nn.Module):
                 hs = self.upsample[j](hs)
         out = self.out_conv(F.silu(self.out_norm(hs)))
         return out[:, :, :h, :w]
+
+
+class UNetConfig(Strict):
+    """The conditional UNet denoiser; explicit fields override the ``size`` preset."""
+
+    name: Literal["unet"] = "unet"
+    size: Literal["tiny", "small", "base"] = "tiny"
+    width: int | None = Field(None, ge=8)
+    channel_mult: list[int] | None = None
+    num_res_blocks: int | None = Field(None, ge=1)
+    attention_levels: list[int] | None = None
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+def _build_unet(cfg: UNetConfig, *, in_channels: int, cond_channels: int, out_channels: int, **_: object) -> UNet:
+    def as_tuple(value: list[int] | None) -> tuple[int, ...] | None:
+        return None if value is None else tuple(value)
+
+    return UNet(
+        in_channels,
+        cond_channels,
+        out_channels,
+        size=cfg.size,
+        width=cfg.width,
+        channel_mult=as_tuple(cfg.channel_mult),
+        num_res_blocks=cfg.num_res_blocks,
+        attention_levels=as_tuple(cfg.attention_levels),
+        dropout=cfg.dropout,
+    )
+
+
+NETS.register("unet", config=UNetConfig, build=_build_unet)(UNet)

@@ -2,52 +2,45 @@
 
 ```python
 process = PROCESSES.build("flow", shift=3.0)
-process = build_process(config.process)   # FlowConfig | DDPMConfig | ResShiftConfig
+process = build_process(config.process)   # any registered process's config model
 ```
+
+Each process module registers its config model and class with :data:`PROCESSES`
+(:mod:`diffsr.processes.base`); importing this package registers the built-in ones.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
-from diffsr.core.registry import Registry
-from diffsr.processes.base import Net, Process, X0Hook
-from diffsr.processes.ddpm import DDPM
-from diffsr.processes.direct import Direct
-from diffsr.processes.flow import RectifiedFlow
-from diffsr.processes.rddm import RDDM
-from diffsr.processes.resshift import ResShift
-
-PROCESSES: Registry[Process] = Registry("process")
-PROCESSES.register("flow")(RectifiedFlow)
-PROCESSES.register("ddpm")(DDPM)
-PROCESSES.register("resshift")(ResShift)
-PROCESSES.register("rddm")(RDDM)
-PROCESSES.register("direct")(Direct)
+from diffsr.processes.base import PROCESSES, Net, Process, X0Hook
+from diffsr.processes.ddpm import DDPM, DDPMConfig
+from diffsr.processes.direct import Direct, DirectConfig
+from diffsr.processes.flow import FlowConfig, RectifiedFlow
+from diffsr.processes.rddm import RDDM, RDDMConfig
+from diffsr.processes.resshift import ResShift, ResShiftConfig
 
 
-class ProcessSpec(Protocol):
-    """What :func:`build_process` reads from a process config (pydantic model)."""
-
-    name: str
-
-    def model_dump(self, *, exclude: Any = None) -> dict[str, Any]: ...
-
-
-def build_process(cfg: ProcessSpec) -> Process:
-    """The process described by a process config: ``name`` picks the class, the other fields are
-    its constructor arguments. (Typed structurally: processes sit below ``diffsr.config``.)"""
-    return PROCESSES.build(cfg.name, **cfg.model_dump(exclude={"name"}))
+def build_process(cfg: Any) -> Process:
+    """The process described by a registered process config (``cfg.name`` picks the class, the
+    other fields are its constructor arguments)."""
+    return PROCESSES.build_from(cfg)
 
 
 __all__ = [
     "DDPM",
     "PROCESSES",
     "RDDM",
+    "DDPMConfig",
+    "Direct",
+    "DirectConfig",
+    "FlowConfig",
     "Net",
     "Process",
+    "RDDMConfig",
     "RectifiedFlow",
     "ResShift",
+    "ResShiftConfig",
     "X0Hook",
     "build_process",
 ]

@@ -12,14 +12,41 @@ Every process exposes :meth:`Process.x0` so every loss works with every process.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from diffsr.core.registry import Registry
+
+#: processes by name; capability ``feed_forward``: no noise, one pass (trains the EDSR-style baselines)
+PROCESSES: Registry[Process] = Registry("process", capabilities={"feed_forward": False})
 
 #: a denoiser: (x, t_input (B,), cond) -> out
 Net = Callable[[Tensor, Tensor, Tensor], Tensor]
 #: an optional hook applied to each x0 estimate during sampling (data consistency)
 X0Hook = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class SamplerStep:
+    """One sampler step, as a process's :meth:`Process.posterior_step` sees it.
+
+    z: the current latent z_t. t: the time as a (B,) tensor; t_now the same as a float.
+    t_next: the next time of the schedule, None on the last step. out: the network output.
+    x0_hat: the clean estimate (after the sampler's x0 hook, if any). zc: the condition
+    latent. hooked: True when a hook replaced x0_hat (the step must then derive its noise
+    estimate from x0_hat, not from ``out``).
+    """
+
+    z: Tensor
+    t: Tensor
+    t_now: float
+    t_next: float | None
+    out: Tensor
+    x0_hat: Tensor
+    zc: Tensor
+    hooked: bool
 
 
 def expand(t: Tensor, like: Tensor) -> Tensor:
@@ -68,6 +95,25 @@ class Process:
         err = (out.float() - self.target(z0, zc, t, noise).float()).pow(2)
         return err.flatten(1).mean(1) * self.loss_weight(t)
 
+    # ------------------------------------------------------------------ sampling
+    def sample_schedule(self, steps: int | None = None) -> list[float]:
+        """The times the sampler evaluates the denoiser at, noisiest first (None: the default steps)."""
+        raise NotImplementedError
+
+    def prior(self, zc: Tensor, noise: Tensor) -> Tensor:
+        """The sampler's starting point z_T for the condition ``zc`` and standard-normal ``noise``."""
+        raise NotImplementedError
+
+    def posterior_step(self, step: SamplerStep, generator: torch.Generator | None = None) -> Tensor:
+        """The next latent given the step's clean estimate (the sample itself after the last step)."""
+        raise NotImplementedError
+
+    def one_step_start(self, zc: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+        """(z_start, t_start (B,)): where a one-step sample starts; a one-step student trains on it."""
+        z = self.prior(zc, noise.to(device=zc.device, dtype=zc.dtype))
+        t0 = self.sample_schedule(1)[0]
+        return z, torch.full((zc.shape[0],), t0, device=zc.device, dtype=torch.promote_types(zc.dtype, torch.float32))
+
     def sample(
         self,
         net: Net,
@@ -77,5 +123,7 @@ class Process:
         x0_hook: X0Hook | None = None,
         noise: Tensor | None = None,
     ) -> Tensor:
-        """Draw z0 given the condition ``zc``; ``x0_hook(z0_hat, t)`` may project each estimate."""
-        raise NotImplementedError
+        """Draw z0 given the condition ``zc``: :func:`diffsr.sampling.samplers.sample` with this process."""
+        from diffsr.sampling.samplers import sample
+
+        return sample(net, self, zc, steps, generator=generator, x0_hook=x0_hook, noise=noise)

@@ -9,13 +9,16 @@ The network sees ``t * 1000 / T`` (= t for the usual T = 1000).
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from diffsr.core.errors import ConfigError
-from diffsr.processes.base import Net, Process, X0Hook
-from diffsr.processes.common import check_steps, compute_dtype, gather, min_snr_weight, randint, start_noise
+from diffsr.core.schema import Strict
+from diffsr.processes.base import PROCESSES, Net, Process, SamplerStep
+from diffsr.processes.common import check_steps, compute_dtype, gather, min_snr_weight, randint
 
 #: betas are clipped here (Nichol & Dhariwal) so that no ab_t is exactly 0
 MAX_BETA = 0.999
@@ -37,6 +40,18 @@ def cosine_betas(steps: int, s: float = 0.008) -> Tensor:
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=MAX_BETA)
 
 
+class DDPMConfig(Strict):
+    """Variance-preserving DDPM with eps / x0 / v prediction and a DDIM sampler."""
+
+    name: Literal["ddpm"] = "ddpm"
+    schedule: Literal["linear", "cosine"] = "linear"
+    train_steps: int = Field(1000, ge=2)
+    prediction: Literal["eps", "x0", "v"] = "eps"
+    min_snr_gamma: float | None = Field(5.0, gt=0)
+    sample_steps: int = Field(50, ge=1)
+
+
+@PROCESSES.register("ddpm", config=DDPMConfig)
 class DDPM(Process):
     """VP diffusion.
 
@@ -140,31 +155,23 @@ class DDPM(Process):
         T = self.train_steps
         return [int(round(T - i * T / steps)) - 1 for i in range(steps)]
 
-    @torch.no_grad()
-    def sample(
-        self,
-        net: Net,
-        zc: Tensor,
-        steps: int | None = None,
-        generator: torch.Generator | None = None,
-        x0_hook: X0Hook | None = None,
-        noise: Tensor | None = None,
-    ) -> Tensor:
-        """DDIM (eta = 0) from z_{T-1} = ``noise`` (default randn like ``zc``):
-        ``z_prev = sqrt(ab_prev) z0_hat + sqrt(1 - ab_prev) eps_hat``. A hook replaces z0_hat and
-        eps_hat is recomputed from it, ``eps_hat = (z_t - sqrt(ab) z0_hat) / sqrt(1 - ab)``."""
-        timesteps = self.timesteps(self.default_steps if steps is None else steps)
-        z = start_noise(zc, noise, generator)
-        ab = self.alphas_cumprod.tolist()
-        for i, t_now in enumerate(timesteps):
-            t = torch.full((z.shape[0],), float(t_now), device=z.device, dtype=compute_dtype(z.dtype))
-            out = self.denoise(net, z, t, zc)
-            x0_hat = self.x0(z, out, t, zc)
-            if x0_hook is None:
-                eps_hat = self.eps(z, out, t)
-            else:
-                x0_hat = x0_hook(x0_hat, t)
-                eps_hat = (z - math.sqrt(ab[t_now]) * x0_hat) / math.sqrt(1 - ab[t_now])
-            ab_prev = ab[timesteps[i + 1]] if i + 1 < len(timesteps) else 1.0
-            z = math.sqrt(ab_prev) * x0_hat + math.sqrt(1 - ab_prev) * eps_hat
-        return z
+    def sample_schedule(self, steps: int | None = None) -> list[float]:
+        """DDIM's trailing times (:meth:`timesteps`) as floats."""
+        return [float(t) for t in self.timesteps(self.default_steps if steps is None else steps)]
+
+    def prior(self, zc: Tensor, noise: Tensor) -> Tensor:
+        """z_{T-1} = the noise."""
+        return noise
+
+    def posterior_step(self, step: SamplerStep, generator: torch.Generator | None = None) -> Tensor:
+        """DDIM (eta = 0): ``z_prev = sqrt(ab_prev) z0_hat + sqrt(1 - ab_prev) eps_hat`` (ab_prev = 1
+        after the last time, i.e. z0_hat). With a hook eps_hat is recomputed from the hooked
+        estimate, ``eps_hat = (z_t - sqrt(ab) z0_hat) / sqrt(1 - ab)``."""
+        ab = self.alphas_cumprod
+        t_now = int(step.t_now)
+        if step.hooked:
+            eps_hat = (step.z - math.sqrt(float(ab[t_now])) * step.x0_hat) / math.sqrt(1 - float(ab[t_now]))
+        else:
+            eps_hat = self.eps(step.z, step.out, step.t)
+        ab_prev = float(ab[int(step.t_next)]) if step.t_next is not None else 1.0
+        return math.sqrt(ab_prev) * step.x0_hat + math.sqrt(1 - ab_prev) * eps_hat

@@ -6,12 +6,23 @@ trainer and step budget as the diffusion models, so comparisons are like for lik
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
-from diffsr.processes.base import Net, Process, X0Hook
+from diffsr.core.schema import Strict
+from diffsr.processes.base import PROCESSES, Net, Process, SamplerStep
 
 
+class DirectConfig(Strict):
+    """No diffusion: one-pass regression (for the EDSR / RCAN / SwinIR baselines)."""
+
+    name: Literal["direct"] = "direct"
+    loss: Literal["l1", "l2"] = "l1"
+
+
+@PROCESSES.register("direct", config=DirectConfig, feed_forward=True)
 class Direct(Process):
     """x0_hat = net(cond); the "diffusion" term is the L1 or L2 error to z0."""
 
@@ -51,15 +62,14 @@ class Direct(Process):
         err = err.abs() if self.loss_kind == "l1" else err.pow(2)
         return err.flatten(1).mean(1)
 
-    def sample(
-        self,
-        net: Net,
-        zc: Tensor,
-        steps: int | None = None,
-        generator: torch.Generator | None = None,
-        x0_hook: X0Hook | None = None,
-        noise: Tensor | None = None,
-    ) -> Tensor:
-        t = torch.zeros(zc.shape[0], device=zc.device)
-        z0 = net(zc, t, zc)
-        return x0_hook(z0, t) if x0_hook is not None else z0
+    def sample_schedule(self, steps: int | None = None) -> list[float]:
+        """One pass at t = 0, whatever ``steps`` says."""
+        return [0.0]
+
+    def prior(self, zc: Tensor, noise: Tensor) -> Tensor:
+        """The network reads the condition itself."""
+        return zc
+
+    def posterior_step(self, step: SamplerStep, generator: torch.Generator | None = None) -> Tensor:
+        """The (hooked) estimate: there is only one step."""
+        return step.x0_hat

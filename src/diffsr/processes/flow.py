@@ -8,12 +8,16 @@ noise) to t = 0 on a uniform grid shifted the same way. The network sees ``t * 1
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from diffsr.core.errors import ConfigError
-from diffsr.processes.base import Net, Process, X0Hook, expand
-from diffsr.processes.common import check_steps, compute_dtype, randn, start_noise
+from diffsr.core.schema import Strict
+from diffsr.processes.base import PROCESSES, Net, Process, SamplerStep, expand
+from diffsr.processes.common import check_steps, compute_dtype, randn
 
 #: training t is clamped to [T_EPS, 1 - T_EPS] so that 1 / t and SNR stay finite
 T_EPS = 1e-5
@@ -24,6 +28,18 @@ def shift_time(t: Tensor, shift: float) -> Tensor:
     return shift * t / (1 + (shift - 1) * t)
 
 
+class FlowConfig(Strict):
+    """Rectified flow with v-prediction."""
+
+    name: Literal["flow"] = "flow"
+    shift: float = Field(1.0, gt=0)
+    logit_mean: float = 0.0
+    logit_std: float = Field(1.0, gt=0)
+    min_snr_gamma: float | None = Field(None, gt=0)
+    sample_steps: int = Field(8, ge=1)
+
+
+@PROCESSES.register("flow", config=FlowConfig)
 class RectifiedFlow(Process):
     """Rectified flow (v-prediction, Euler sampler).
 
@@ -103,30 +119,22 @@ class RectifiedFlow(Process):
         grid = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
         return shift_time(grid, self.shift).tolist()
 
-    @torch.no_grad()
-    def sample(
-        self,
-        net: Net,
-        zc: Tensor,
-        steps: int | None = None,
-        generator: torch.Generator | None = None,
-        x0_hook: X0Hook | None = None,
-        noise: Tensor | None = None,
-    ) -> Tensor:
-        """Euler from t = 1 to 0. Without a hook ``z += (t_next - t) v_hat``; with one, the hooked
-        ``x0_hat`` and ``eps_hat = (z_t - (1 - t) x0_hat) / t`` give ``z_next = (1 - t_next) x0_hat
-        + t_next eps_hat`` (identical when the hook is the identity). The last step returns x0_hat.
-        ``noise`` (default: randn like ``zc`` from ``generator``) is the starting point z_1."""
+    def sample_schedule(self, steps: int | None = None) -> list[float]:
+        """The Euler grid without its end: ``steps`` shifted times from 1 down (t = 0 is the end)."""
         steps = check_steps(self.default_steps if steps is None else steps, 2**31, "flow")
-        z = start_noise(zc, noise, generator)
-        times = self.timesteps(steps)
-        for t_now, t_next in zip(times[:-1], times[1:], strict=True):
-            t = torch.full((z.shape[0],), t_now, device=z.device, dtype=compute_dtype(z.dtype))
-            v_hat = self.denoise(net, z, t, zc)
-            if x0_hook is None:
-                z = z + (t_next - t_now) * v_hat
-                continue
-            x0_hat = x0_hook(self.x0(z, v_hat, t, zc), t)
-            eps_hat = (z - (1 - t_now) * x0_hat) / t_now
-            z = (1 - t_next) * x0_hat + t_next * eps_hat
-        return z
+        return self.timesteps(steps)[:-1]
+
+    def prior(self, zc: Tensor, noise: Tensor) -> Tensor:
+        """z_1 = the noise."""
+        return noise
+
+    def posterior_step(self, step: SamplerStep, generator: torch.Generator | None = None) -> Tensor:
+        """Euler from t to t_next (0 after the last time). Without a hook ``z += (t_next - t) v_hat``;
+        with one, the hooked ``x0_hat`` and ``eps_hat = (z_t - (1 - t) x0_hat) / t`` give
+        ``z_next = (1 - t_next) x0_hat + t_next eps_hat`` (identical when the hook is the identity)."""
+        t_now = step.t_now
+        t_next = 0.0 if step.t_next is None else step.t_next
+        if not step.hooked:
+            return step.z + (t_next - t_now) * step.out
+        eps_hat = (step.z - (1 - t_now) * step.x0_hat) / t_now
+        return (1 - t_next) * step.x0_hat + t_next * eps_hat

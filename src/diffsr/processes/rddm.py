@@ -16,12 +16,16 @@ the last step returns z0_hat. The network sees ``t * 1000 / T``, no input scalin
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from diffsr.core.errors import ConfigError
-from diffsr.processes.base import Net, Process, X0Hook
-from diffsr.processes.common import check_steps, compute_dtype, gather, randint, start_noise
+from diffsr.core.schema import Strict
+from diffsr.processes.base import PROCESSES, Net, Process, SamplerStep
+from diffsr.processes.common import check_steps, compute_dtype, gather, randint
 
 PREDICTIONS = ("res_noise", "res")
 
@@ -36,6 +40,19 @@ def rddm_schedules(steps: int, noise_scale: float) -> tuple[Tensor, Tensor]:
     return abar, bbar2.sqrt()
 
 
+class RDDMConfig(Strict):
+    """Residual denoising diffusion (Liu et al. 2024): residual and noise on separate schedules."""
+
+    name: Literal["rddm"] = "rddm"
+    steps: int = Field(10, ge=2)
+    noise_scale: float = Field(0.01, gt=0)
+    prediction: Literal["res", "res_noise"] = "res"
+    sample_steps: int | None = Field(None, ge=1)
+    res_weight: float = Field(1.0, ge=0)  # weight of the residual loss L_res
+    noise_weight: float | None = Field(None, ge=0)  # of the noise loss L_eps; None: 1 for res_noise, 0 for res
+
+
+@PROCESSES.register("rddm", config=RDDMConfig)
 class RDDM(Process):
     """Residual denoising diffusion.
 
@@ -154,36 +171,25 @@ class RDDM(Process):
         grid = torch.linspace(self.steps - 1, 0, steps, dtype=torch.float64)
         return [int(round(v)) for v in grid.tolist()]
 
-    @torch.no_grad()
-    def sample(
-        self,
-        net: Net,
-        zc: Tensor,
-        steps: int | None = None,
-        generator: torch.Generator | None = None,
-        x0_hook: X0Hook | None = None,
-        noise: Tensor | None = None,
-    ) -> Tensor:
-        """Deterministic RDDM sampling from ``zc + bbar_T noise``. A hook replaces z0_hat; the residual
-        and noise are then recomputed from it (``res = zc - z0_hat``, ``eps = (z_t - z0_hat - abar res)
-        / bbar``)."""
-        timesteps = self.timesteps(self.default_steps if steps is None else steps)
-        noise = start_noise(zc, noise, generator)
-        z = zc + float(self.bbar[-1]) * noise
-        abar, bbar = self.abar.tolist(), self.bbar.tolist()
-        for i, t_now in enumerate(timesteps):
-            t = torch.full((z.shape[0],), float(t_now), device=z.device, dtype=compute_dtype(z.dtype))
-            out = self.denoise(net, z, t, zc)
-            x0_hat = self.x0(z, out, t, zc)
-            if x0_hook is not None:
-                x0_hat = x0_hook(x0_hat, t)
-            if i + 1 == len(timesteps):
-                return x0_hat
-            if x0_hook is None:
-                res_hat, eps_hat = self.split(z, out, t, zc)
-            else:
-                res_hat = zc - x0_hat
-                eps_hat = (z - x0_hat - abar[t_now] * res_hat) / bbar[t_now]
-            t_prev = timesteps[i + 1]
-            z = x0_hat + abar[t_prev] * res_hat + bbar[t_prev] * eps_hat
-        raise AssertionError("unreachable: timesteps is never empty")
+    def sample_schedule(self, steps: int | None = None) -> list[float]:
+        """The kept indices (:meth:`timesteps`) as floats."""
+        return [float(t) for t in self.timesteps(self.default_steps if steps is None else steps)]
+
+    def prior(self, zc: Tensor, noise: Tensor) -> Tensor:
+        """z_T = zc + bbar_T noise."""
+        return zc + float(self.bbar[-1]) * noise
+
+    def posterior_step(self, step: SamplerStep, generator: torch.Generator | None = None) -> Tensor:
+        """RDDM's deterministic update ``z_prev = z0_hat + abar_prev res_hat + bbar_prev eps_hat``; after the
+        last time z0_hat. A hook replaces z0_hat; the residual and noise are then recomputed from it
+        (``res = zc - z0_hat``, ``eps = (z_t - z0_hat - abar res) / bbar``)."""
+        if step.t_next is None:
+            return step.x0_hat
+        x0_hat, z, zc = step.x0_hat, step.z, step.zc
+        if step.hooked:
+            res_hat = zc - x0_hat
+            eps_hat = (z - x0_hat - float(self.abar[int(step.t_now)]) * res_hat) / float(self.bbar[int(step.t_now)])
+        else:
+            res_hat, eps_hat = self.split(z, step.out, step.t, zc)
+        t_prev = int(step.t_next)
+        return x0_hat + float(self.abar[t_prev]) * res_hat + float(self.bbar[t_prev]) * eps_hat

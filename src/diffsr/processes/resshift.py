@@ -16,13 +16,16 @@ and the time input ``t * 1000 / T``. Sampling is ancestral with the exact Gaussi
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from diffsr.core.errors import ConfigError
-from diffsr.processes.base import Net, Process, X0Hook
-from diffsr.processes.common import check_steps, compute_dtype, gather, randint, randn, start_noise
+from diffsr.core.schema import Strict
+from diffsr.processes.base import PROCESSES, Net, Process, SamplerStep
+from diffsr.processes.common import check_steps, compute_dtype, gather, randint, randn
 
 
 def eta_schedule(steps: int, kappa: float, p: float, min_noise: float, eta_max: float) -> Tensor:
@@ -44,6 +47,20 @@ def eta_schedule(steps: int, kappa: float, p: float, min_noise: float, eta_max: 
     return sqrt_eta.pow(2)
 
 
+class ResShiftConfig(Strict):
+    """ResShift residual shifting (Yue et al. 2023) with x0 prediction."""
+
+    name: Literal["resshift"] = "resshift"
+    steps: int = Field(15, ge=2)
+    kappa: float = Field(2.0, gt=0)
+    p: float = Field(0.3, gt=0)
+    min_noise: float = Field(0.04, gt=0)
+    eta_max: float = Field(0.99, gt=0, lt=1)
+    residual: bool = True  # x0_hat = condition + net output
+    min_snr_gamma: float | None = Field(None, gt=0)
+
+
+@PROCESSES.register("resshift", config=ResShiftConfig)
 class ResShift(Process):
     """ResShift with x0 prediction.
 
@@ -148,30 +165,16 @@ class ResShift(Process):
         mean = (eta_prev / eta_t) * z_t + (alpha / eta_t) * x0_hat
         return mean, self.kappa**2 * (eta_prev / eta_t) * alpha
 
-    @torch.no_grad()
-    def sample(
-        self,
-        net: Net,
-        zc: Tensor,
-        steps: int | None = None,
-        generator: torch.Generator | None = None,
-        x0_hook: X0Hook | None = None,
-        noise: Tensor | None = None,
-    ) -> Tensor:
-        """Ancestral sampling from the prior ``zc + kappa sqrt(eta_T) noise`` over :meth:`timesteps`;
-        with fewer than T steps alpha is recomputed between consecutive kept etas. Fresh noise
-        for each step comes from ``generator``; the last step returns x0_hat (no noise)."""
-        timesteps = self.timesteps(self.default_steps if steps is None else steps)
-        noise = start_noise(zc, noise, generator)
-        z = self.prior(zc, noise)
-        etas = self.etas.tolist()
-        for i, t_now in enumerate(timesteps):
-            t = torch.full((z.shape[0],), float(t_now), device=z.device, dtype=compute_dtype(z.dtype))
-            x0_hat = self.x0(z, self.denoise(net, z, t, zc), t, zc)
-            if x0_hook is not None:
-                x0_hat = x0_hook(x0_hat, t)
-            if i + 1 == len(timesteps):
-                return x0_hat
-            mean, var = self.posterior(z, x0_hat, etas[t_now], etas[timesteps[i + 1]])
-            z = mean + math.sqrt(var) * randn(z.shape, device=z.device, dtype=z.dtype, generator=generator)
-        raise AssertionError("unreachable: timesteps is never empty")
+    def sample_schedule(self, steps: int | None = None) -> list[float]:
+        """The kept indices (:meth:`timesteps`) as floats."""
+        return [float(t) for t in self.timesteps(self.default_steps if steps is None else steps)]
+
+    def posterior_step(self, step: SamplerStep, generator: torch.Generator | None = None) -> Tensor:
+        """A draw from the Gaussian posterior between two (possibly respaced) etas, with fresh
+        noise from ``generator``; after the last time the clean estimate itself (no noise)."""
+        if step.t_next is None:
+            return step.x0_hat
+        etas = self.etas
+        mean, var = self.posterior(step.z, step.x0_hat, float(etas[int(step.t_now)]), float(etas[int(step.t_next)]))
+        z = step.z
+        return mean + math.sqrt(var) * randn(z.shape, device=z.device, dtype=z.dtype, generator=generator)

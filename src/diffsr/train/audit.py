@@ -18,17 +18,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from diffsr.config import PIXEL_SPACE_TERMS, Config
+from diffsr.config import Config
 from diffsr.core.errors import ConfigError
-from diffsr.losses.gates import BinsGate, HardGate, LinearGate, build_gate
+from diffsr.losses import SCHEDULES, TERMS
+from diffsr.losses.gates import build_gate
 from diffsr.losses.schedules import build_schedule
 from diffsr.losses.stack import LossStack
 
-__all__ = ["AuditResult", "audit_config", "audit_dead", "audit_reachability"]
+__all__ = ["AuditResult", "audit_config", "audit_dead", "audit_model", "audit_reachability"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +57,13 @@ def audit_config(cfg: Config, *, has_decoder: bool, t_range: tuple[float, float]
         raise ConfigError("losses: diffusion_weight is 0 and there are no terms: nothing to train")
     for i, term in enumerate(losses.terms):
         where = f"losses.terms.{i} ('{term.key}')"
-        if term.name in PIXEL_SPACE_TERMS and not has_decoder:
+        caps = TERMS.caps(term.name)
+        if caps.space == "pixel" and not has_decoder:
             raise ConfigError(f"{where}: term '{term.key}' needs pixel space but the codec has no decoder")
-        if term.name == "latent_perceptual" and cfg.codec.name != "vae":
+        if caps.requires_codec is not None and cfg.codec.name != caps.requires_codec:
             raise ConfigError(
-                f"{where}: latent_perceptual needs the VAE codec (codec.name is '{cfg.codec.name}')"
+                f"{where}: {term.name} needs the {caps.requires_codec.upper()} codec "
+                f"(codec.name is '{cfg.codec.name}')"
             )
         _audit_gate(where, term.gate, t_lo, t_hi)
         schedule = build_schedule(term.weight)
@@ -69,7 +73,7 @@ def audit_config(cfg: Config, *, has_decoder: bool, t_range: tuple[float, float]
                 f"{where}: weight schedule ({schedule.describe()}) stays 0 for all train.steps="
                 f"{cfg.train.steps}: the term never switches on (remove it or fix the schedule)"
             )
-    adaptive = [t.key for t in losses.terms if t.weight.kind == "adaptive"]
+    adaptive = [t.key for t in losses.terms if SCHEDULES.caps(t.weight.kind).adaptive]
     if adaptive and losses.diffusion_weight == 0 and len(adaptive) == len(losses.terms):
         raise ConfigError(
             f"losses: adaptive weight(s) for {_names(adaptive)} need a reference: "
@@ -78,27 +82,12 @@ def audit_config(cfg: Config, *, has_decoder: bool, t_range: tuple[float, float]
 
 
 def _audit_gate(where: str, gate_cfg: object, t_lo: float, t_hi: float) -> None:
-    gate = build_gate(gate_cfg)  # type: ignore[arg-type]
-    span = f"[{t_lo:g}, {t_hi:g}]"
-    if isinstance(gate, HardGate | LinearGate):
-        if gate.t_max > t_hi:
-            raise ConfigError(
-                f"{where}: gate t_max {gate.t_max:g} lies outside the process's t range {span} "
-                "(t units of another process?)"
-            )
-        if t_hi > 1 and gate.t_max < 1:
-            raise ConfigError(
-                f"{where}: gate t_max {gate.t_max:g} is below one step of the t range {span}: it opens only "
-                "at t = 0 (flow units on a step-indexed process?)"
-            )
-    if isinstance(gate, BinsGate):
-        outside = [e for e in gate.edges if e < t_lo or e > t_hi]
-        if outside:
-            raise ConfigError(
-                f"{where}: bins gate edge(s) {outside} lie outside the process's t range {span}"
-            )
+    gate = build_gate(gate_cfg)
+    problem = gate.check_units(t_lo, t_hi)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
     if gate.max_over(t_lo, t_hi) <= 0:
-        raise ConfigError(f"{where}: gate ({gate.describe()}) never opens for t in {span}")
+        raise ConfigError(f"{where}: gate ({gate.describe()}) never opens for t in [{t_lo:g}, {t_hi:g}]")
 
 
 # ----------------------------------------------------------------------------- reachability
@@ -172,6 +161,27 @@ def audit_reachability(
     result.unreachable += missing
     for key in result.ok:
         logger.debug("loss audit: term '%s' reaches the network", key)
+    return result
+
+
+def audit_model(model: Any, stack: LossStack, batch: dict[str, Any], forward: Callable[[], Any]) -> AuditResult:
+    """The reachability audit of a model's training forward: raises a one-line ConfigError on failure.
+
+    forward(): THE training forward on ``batch`` (:meth:`diffsr.model.SRModel.forward`, with the
+    caller's timesteps and noise). Every term is probed with its weight and gate forced open
+    (:meth:`LossStack.term_losses`), the diffusion term included. Only the denoiser's parameters
+    count: a learnable codec's convolutions would otherwise make a term whose z0_hat is
+    detached before the decode look reachable.
+    """
+    from diffsr.model import stack_inputs
+
+    def probe() -> dict[str, Tensor]:
+        return stack.term_losses(**stack_inputs(forward(), batch, model))
+
+    params = [p for p in model.net.parameters() if p.requires_grad]
+    result = audit_reachability(stack, probe, params)
+    model.zero_grad(set_to_none=True)
+    result.raise_if_failed()
     return result
 
 

@@ -48,7 +48,7 @@ def demo(
     sample_steps: Annotated[int | None, typer.Option(help="Sampling steps.")] = None,
 ) -> None:
     """Train a tiny model on the built-in infrared/MRI samples (CPU), then compare it with bicubic."""
-    from diffsr.demo import run_demo
+    from diffsr.cli.demo import run_demo
 
     result = run_demo(out, steps=steps, time_limit=time_limit, sample_steps=sample_steps, console=console)
     console.print(
@@ -113,7 +113,7 @@ def sr(
 ) -> None:
     """Super-resolve files with a trained checkpoint; outputs keep format, bit depth and metadata."""
     _setup_logging(verbose)
-    from diffsr.infer import load_model, sr_files
+    from diffsr.sampling.infer import load_model, sr_files
 
     if samples < 1:
         raise DiffsrError("--samples: must be >= 1")
@@ -168,7 +168,7 @@ def eval_(
 ) -> None:
     """Evaluate several methods on the same images with pinned metric conventions."""
     _setup_logging(verbose)
-    from diffsr.evaluate_cli import run_eval
+    from diffsr.cli.evaluate import run_eval
 
     summary = run_eval(
         data=data, methods=method, out=out, scale=scale, steps=steps, channels=channels, limit=limit,
@@ -193,7 +193,7 @@ def distill(
     cpu: Annotated[bool, typer.Option(help="Force CPU.")] = False,
 ) -> None:
     """Fine-tune a trained multi-step model into a one-step generator (use it with --steps 1)."""
-    from diffsr.distill import run_distill_cli
+    from diffsr.train.distill import run_distill_cli
 
     console.print(run_distill_cli(teacher, out, steps, target=target, teacher_steps=teacher_steps, loss=loss, lr=lr,
                                   time_limit=time_limit, set_=set_, progress=progress, cpu=cpu))
@@ -210,7 +210,7 @@ def bench(
     out: Annotated[Path | None, typer.Option(help="Write JSON here.")] = None,
 ) -> None:
     """Parameters, FLOPs, latency and peak memory of presets and baselines, side by side."""
-    from diffsr.evaluate_cli import run_bench
+    from diffsr.cli.evaluate import run_bench
 
     console.print(run_bench(configs=config or ["demo"], baselines=baseline or [], size=size, steps=steps,
                             device=device, repeat=repeat, out=out))
@@ -222,7 +222,7 @@ def audit(
     set_: SetOpt = None,
 ) -> None:
     """Check a config before training: decoders, gates, schedules, gradient reachability."""
-    from diffsr.audit_cli import run_audit
+    from diffsr.cli.audit import run_audit
 
     # the audit reports a term that never switches on as its error: not also as a warning
     logging.getLogger("diffsr.losses.build").setLevel(logging.ERROR)

@@ -1,0 +1,231 @@
+"""Glue behind ``diffsr eval`` and ``diffsr bench``: parse method specs, load data, call eval."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffsr.config import EvalConfig, load_config
+from diffsr.core.errors import DiffsrError
+
+
+def run_eval(
+    *,
+    data: Path,
+    methods: list[str],
+    out: Path,
+    scale: int,
+    steps: list[int] | None = None,
+    channels: int = 1,
+    limit: int | None = None,
+    crop_border: int | None = None,
+    lpips_weights: str | None = None,
+    samples: int = 1,
+    degradation: str = "bicubic",
+    lr_dir: Path | None = None,
+    seed: int = 0,
+    crop: int | None = None,
+    eval_set: list[str] | None = None,
+    console: Any = None,
+) -> str:
+    """Evaluate ``methods`` (bicubic | RUN | edsr:RUN ...) on the images under ``data``.
+
+    The LR inputs come from ``lr_dir`` (real pairs, same file names) or are made from each HR
+    by ``degradation`` (a registered name, seeded per image by ``seed``); ``crop`` keeps the
+    centre crop x crop of every test image. ``eval_set``: ``eval.KEY=VALUE`` overrides of the
+    metric conventions (:class:`~diffsr.config.EvalConfig`), applied after ``crop_border`` /
+    ``lpips_weights``.
+    """
+    from diffsr.data.datasets import is_rgb, load_eval_items
+    from diffsr.eval.evaluate import evaluate
+    from diffsr.eval.metrics import Conventions
+
+    _check_eval_args(data=data, methods=methods, scale=scale, samples=samples, degradation=degradation,
+                     lr_dir=lr_dir, crop=crop)
+    eval_cfg = eval_config(eval_set, crop_border=crop_border, lpips_weights=lpips_weights)
+    items = load_eval_items(data, scale, channels, max_slices=limit, degradation=degradation,
+                            lr_dir=lr_dir, seed=seed, crop=crop)
+    if limit is not None:
+        items = items[:limit]
+    steps = steps or []
+    resolved, sweep = _resolve_methods(methods, scale, steps)
+    conv = Conventions.from_config(eval_cfg, scale)
+    if channels == 1 and any(is_rgb(item.record) for item in items):
+        conv = dataclasses.replace(conv, rgb_input=(
+            "channels=1: each RGB file's HR is its BT.601 studio-swing Y "
+            "(65.481 R + 128.553 G + 24.966 B + 16) / 255 in [16/255, 235/255], made before the LR; "
+            "SR and HR are compared on that Y"))
+    result = evaluate(
+        items, resolved, conv, out, steps_sweep=sweep or None, scale=scale,
+        reproduce="diffsr " + " ".join(sys.argv[1:]) if sys.argv else None,
+        inputs={"data": str(data), "lr": f"files in {lr_dir}" if lr_dir else f"{degradation} x{scale}, seed {seed}",
+                "crop": f"centre {crop}x{crop}" if crop else "none"},
+    )
+    lines = [f"evaluated {len(items)} images, x{scale}; outputs in {out}/"]
+    calibration_lines = []
+    if samples > 1:
+        calibration_lines = calibration_check(items, methods, out, scale=scale, samples=samples,
+                                              steps=steps[0] if steps else None,
+                                              crop_border=conv.crop_border)
+    for name in result["methods"]:
+        s = result["summary"][name]
+        parts = [f"{m} {s[m]['mean']:.4f}" for m in ("psnr", "ssim", "sharpness")
+                 if m in s and s[m]["mean"] is not None]
+        lines.append(f"  {name:<20} " + "  ".join(parts))
+    return "\n".join(lines + calibration_lines)
+
+
+def _check_eval_args(*, data: Path, methods: list[str], scale: int, samples: int, degradation: str,
+                     lr_dir: Path | None, crop: int | None) -> None:
+    """One-line errors for the arguments of ``diffsr eval`` (before any image is read)."""
+    from diffsr.data.degrade import DEGRADATIONS
+
+    if samples < 1:
+        raise DiffsrError("--samples: must be >= 1")
+    if not methods:
+        raise DiffsrError("--method: give at least one (bicubic, a run folder, edsr:RUN ...)")
+    if scale not in (2, 3, 4, 8):
+        raise DiffsrError(f"--scale: {scale} is not one of 2, 3, 4, 8")
+    if not data.exists():
+        raise DiffsrError(f"{data}: no such file or folder")
+    if degradation not in DEGRADATIONS:
+        raise DiffsrError(
+            f"--degradation: unknown '{degradation}' (one of {', '.join(sorted(DEGRADATIONS.names()))})"
+        )
+    if lr_dir is not None and not lr_dir.is_dir():
+        raise DiffsrError(f"--lr-dir: {lr_dir} is not a folder")
+    if crop is not None and crop < 8:
+        raise DiffsrError(f"--crop: {crop} is too small (at least 8)")
+
+
+def _resolve_methods(methods: list[str], scale: int, steps: list[int]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(display name -> method, display name -> {steps: method} for a steps sweep) from CLI specs."""
+    from diffsr.sampling.infer import method_from_spec
+
+    resolved: dict[str, Any] = {}
+    sweep: dict[str, dict[int, Any]] = {}
+    for spec in methods:
+        name, fn = method_from_spec(spec, scale, steps=steps[0] if steps else None)
+        base, k = name, 2
+        while name in resolved:  # two runs of the same preset: keep both
+            name, k = f"{base}-{k}", k + 1
+        resolved[name] = fn
+        if len(steps) > 1 and spec != "bicubic" and ":" not in spec:
+            sweep[name] = {s: method_from_spec(spec, scale, steps=s)[1] for s in steps}
+    return resolved, sweep
+
+
+def eval_config(overrides: list[str] | None, *, crop_border: int | None = None,
+                lpips_weights: str | None = None) -> EvalConfig:
+    """An :class:`EvalConfig` from ``--crop-border`` / ``--lpips-weights`` and ``--set eval.KEY=VALUE``
+    overrides, parsed and checked like any config override (one-line ConfigError with a hint)."""
+    from diffsr.config import apply_override, parse_override, validate
+    from diffsr.core.errors import ConfigError
+
+    section: dict[str, Any] = {}
+    if crop_border is not None:
+        section["crop_border"] = crop_border
+    if lpips_weights is not None:
+        section["lpips_weights"] = lpips_weights
+    data: dict[str, Any] = {"eval": section}
+    for item in overrides or []:
+        parts, value = parse_override(item)
+        if len(parts) != 2 or parts[0] != "eval":
+            raise ConfigError(f"--set {item!r}: diffsr eval takes eval.KEY=VALUE "
+                              f"(keys: {', '.join(EvalConfig.model_fields)})")
+        apply_override(data, parts, value)
+    return validate(data, "--set").eval
+
+
+def run_bench(
+    *,
+    configs: list[str],
+    baselines: list[str],
+    size: int,
+    steps: list[int] | None,
+    device: str,
+    repeat: int,
+    out: Path | None,
+) -> str:
+    """Parameters, FLOPs, latency and memory for presets (random weights) and baselines."""
+    from diffsr.eval.bench import benchmark_model, format_table, write_json
+    from diffsr.model import build_model
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DiffsrError("--device cuda: CUDA is not available on this machine")
+    if size < 16:
+        raise DiffsrError(f"--size: {size} is too small (at least 16 pixels)")
+    if repeat < 1:
+        raise DiffsrError(f"--repeat: must be >= 1, got {repeat}")
+    if steps and min(steps) < 1:
+        raise DiffsrError(f"--steps: must be >= 1, got {min(steps)}")
+    rows = []
+    for source in configs:
+        cfg = load_config(source)
+        model = build_model(cfg).to(device).eval()
+        c, k = cfg.data.channels, cfg.data.scale
+        for s in steps or [cfg.sample.steps or model.process.default_steps]:
+
+            def sample(lr_up: torch.Tensor, lr: torch.Tensor, s: int = s, model: Any = model) -> torch.Tensor:
+                # a feed-forward baseline maps the LR itself; a diffusion model samples from lr_up
+                return model.sample(lr_up, steps=s, lr=lr if model.is_baseline else None)
+
+            row = benchmark_model(sample, [(1, c, size, size), (1, c, max(1, size // k), max(1, size // k))],
+                                  steps=1, device=device, repeat=repeat, name=f"{cfg.name} ({s} steps)")
+            row["params"] = sum(p.numel() for p in model.parameters())
+            row["steps"] = s  # the timed call runs the whole s-step sampler once
+            row["sampling_steps"] = s
+            rows.append(row)
+    for name in baselines:
+        from diffsr.nets.baselines import build_baseline
+
+        for scale in (4,):
+            net = build_baseline(name, channels=1, scale=scale, size="tiny")
+            rows.append(benchmark_model(net, [(1, 1, size // scale, size // scale)], steps=1, device=device,
+                                        repeat=repeat, name=f"{name} x{scale}"))
+    if out is not None:
+        write_json(out, rows)
+    return format_table(rows)
+
+
+def calibration_check(
+    items: list[Any], methods: list[str], out: Path, *, scale: int, samples: int, steps: int | None, crop_border: int
+) -> list[str]:
+    """Draw N samples per image for every diffsr run in ``methods``; is the std map calibrated?
+
+    Writes ``calibration.json`` (Pearson/Spearman correlation of std with |mean - HR|, the
+    binned error-vs-std curve, coverage) and ``calibration.png``.
+    """
+    import json
+
+    from diffsr.core.atomic import atomic_write_text
+    from diffsr.sampling.infer import load_model, super_resolve
+    from diffsr.sampling.uncertainty import CalibrationAccumulator, plot_error_vs_std
+
+    reports: dict[str, Any] = {}
+    lines = []
+    for spec in methods:
+        if spec == "bicubic" or ":" in spec:
+            continue  # deterministic methods have no spread
+        loaded = load_model(spec)
+        acc = CalibrationAccumulator(n_samples=samples, crop_border=crop_border)
+        for item in items:
+            draws = torch.stack([
+                super_resolve(loaded, item.lr, steps=steps, seed=loaded.config.sample.seed + k).cpu()
+                for k in range(samples)
+            ])
+            acc.add(draws.mean(0), draws.std(0, unbiased=True), item.hr)
+        report = acc.result()
+        name = loaded.config.name if loaded.config.name != "custom" else Path(spec).name
+        reports[name] = report
+        lines.append(f"  calibration {name}: pearson(std, |err|) {report.pearson:.3f}, "
+                     f"spearman {report.spearman:.3f} ({samples} samples)")
+    if reports:
+        atomic_write_text(out / "calibration.json",
+                          json.dumps({k: v.to_dict() for k, v in reports.items()}, indent=2, default=float))
+        plot_error_vs_std({k: v.curve for k, v in reports.items()}, out / "calibration.png", n_samples=samples)
+    return lines

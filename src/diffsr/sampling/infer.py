@@ -1,0 +1,478 @@
+"""Inference: load a checkpoint and super-resolve tensors, files, folders, DICOM series and volumes.
+
+Outputs keep the input's format, bit depth and spatial metadata (spacing divided by the
+scale); large images are processed in overlapping tiles blended smoothly, so memory is
+bounded by the tile size.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffsr.config import Config, load_saved_config
+from diffsr.core.errors import CheckpointError, DataError, DiffsrError
+from diffsr.model import SRModel, build_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for sampling, with the config it was trained with."""
+
+    model: SRModel
+    config: Config
+    checkpoint: Path
+    step: int
+    ema: bool
+
+    @property
+    def scale(self) -> int:
+        """The SR factor the model was trained for."""
+        return self.config.data.scale
+
+
+def load_model(ckpt: str | Path, *, ema: bool = True, device: str | torch.device | None = None) -> LoadedModel:
+    """Load a run folder or checkpoint folder (EMA weights by default when present)."""
+    import yaml
+
+    from diffsr.model import load_trainable_state
+    from diffsr.train.checkpoint import read_checkpoint
+
+    data = read_checkpoint(ckpt, ema=ema)
+    try:
+        raw = yaml.safe_load(data["config_yaml"])
+    except yaml.YAMLError:
+        raise CheckpointError(f"{data['path']}/config.yaml: invalid YAML") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{data['path']}/config.yaml: not a config mapping")
+    config = load_saved_config(raw, f"{data['path']}/config.yaml")
+    model = build_model(config)
+    weights = data["ema"] if (ema and data["ema"] is not None) else data["model"]
+    load_trainable_state(model, weights)
+    device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device).eval()
+    return LoadedModel(model, config, data["path"], int(data["meta"].get("step", 0)), data["ema"] is not None and ema)
+
+
+def _consistency_hook(loaded: LoadedModel, lr: Tensor) -> Callable[..., Tensor] | None:
+    """The sampler's x0 hook for ``sample.consistency`` / ``sample.guidance`` (None when both are off)."""
+    from diffsr.sampling.consistency import consistency_active, make_x0_hook
+
+    cfg = loaded.config.sample
+    if not consistency_active(cfg):
+        return None
+    return make_x0_hook(loaded.model, lr, loaded.scale, cfg, loaded.config.data.degradation.name)
+
+
+def super_resolve(
+    loaded: LoadedModel,
+    lr: Tensor,
+    *,
+    steps: int | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    seed: int | None = None,
+) -> Tensor:
+    """LR (B, C, h, w) in [0, 1] -> SR (B, C, h*s, w*s) in [0, 1].
+
+    Channel counts that differ from the model's are handled explicitly: a 1-channel model
+    processes each channel of an RGB image separately; a 3-channel model gets a grey image
+    replicated and returns the channel mean.
+
+    Tiling (``tile`` in HR pixels, when the image is larger), ``sample.tile_mode``:
+
+    - ``auto`` (default): ``exact`` where the model and tile allow it, else ``blend`` with a
+      warning that says why (a VAE codec, SwinIR, a tile smaller than the net's receptive field).
+    - ``exact``: the sampler runs on the whole latent and each denoiser call is
+      evaluated tile by tile with a receptive-field halo and whole-image GroupNorm / attention
+      state (``nets.exact_tiling``), so the result equals the untiled one (to float rounding,
+      ~1e-5) while activation memory stays that of one tile. Data consistency and every noise
+      draw are those of the untiled run. A baseline (EDSR / RCAN) is tiled the same way on the
+      LR grid. Slower: about (GroupNorm layers / 2) tile passes per denoiser call.
+    - ``blend``: each overlapping tile (``overlap`` HR pixels) is sampled on its own from its
+      slice of one starting-noise field and the tiles are blended with a raised-cosine window
+      (ResShift's per-step noise is drawn per tile); a baseline is tiled on the LR grid. Fast, no
+      seams, but a tile's limited context and GroupNorm statistics make it differ from the
+      untiled result (measured up to ~2e-2). Data consistency is applied once to the stitched image.
+    """
+    model = loaded.model
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    lr = lr.to(device=device, dtype=torch.float32)
+    if lr.shape[1] != model.channels:
+        return match_channels(
+            lambda x: super_resolve(loaded, x, steps=steps, tile=tile, overlap=overlap, seed=seed), lr,
+            model.channels, "input",
+        )
+    run = _Run.of(loaded, lr, steps=steps, tile=tile, overlap=overlap, seed=seed)
+    with torch.no_grad():
+        if model.is_baseline:
+            sr = run.baseline(lr)
+        elif run.blend:
+            sr = run.blended(lr)
+        else:  # whole image, or exact tiles: the untiled computation, consistency inside the sampler
+            return model.sample(upsample_lr(lr, run.scale), steps=run.steps, generator=run.generator(),
+                                x0_hook=_consistency_hook(loaded, lr), net=run.net)
+        return _consistent(loaded, lr, sr, stitched=run.blend)
+
+
+@dataclass
+class _Run:
+    """One super_resolve call's sampling options, resolved (steps, tiles, the tile-by-tile net)."""
+
+    loaded: LoadedModel
+    device: torch.device
+    steps: int | None
+    tile: int | None
+    overlap: int
+    seed: int
+    net: Callable[..., Tensor] | None  # the denoiser evaluated in exact tiles (None: untiled / blend)
+    blend: bool
+
+    @classmethod
+    def of(cls, loaded: LoadedModel, lr: Tensor, *, steps: int | None, tile: int | None, overlap: int | None,
+           seed: int | None) -> _Run:
+        cfg = loaded.config.sample
+        tile = tile if tile is not None else cfg.tile
+        b, _, h, w = lr.shape
+        s = loaded.scale
+        tiled = bool(tile) and (h * s > tile or w * s > tile)  # type: ignore[operator]
+        # exact tiling: the untiled computation with the net evaluated tile by tile (None: blend / untiled)
+        net: Callable[..., Tensor] | None = None
+        if tiled and cfg.tile_mode != "blend":
+            from diffsr.nets.exact_tiling import ExactTilingError
+
+            try:
+                net = _exact_net(loaded, tile, batch=b)  # type: ignore[arg-type]
+            except ExactTilingError as err:
+                if cfg.tile_mode == "exact":
+                    raise
+                log.warning("%s: blending independent tiles instead (sample.tile_mode auto); they differ from the "
+                            "whole-image result (docs/data.md, section 5)", err)
+        return cls(loaded, lr.device, steps or cfg.steps, tile, cfg.overlap if overlap is None else overlap,
+                   cfg.seed if seed is None else seed, net, tiled and net is None)
+
+    @property
+    def scale(self) -> int:
+        return self.loaded.scale
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(self.seed + offset)
+        return gen
+
+    def baseline(self, lr: Tensor) -> Tensor:
+        """A feed-forward baseline: LR tile -> net -> SR tile, blended on the HR grid (tile / overlap
+        are HR pixels, as for the diffusion models, divided by the scale on the LR grid)."""
+        model, s = self.loaded.model, self.scale
+
+        def run_baseline(x: Tensor) -> Tensor:
+            return model.sample(upsample_like(x, s), lr=x, net=self.net)
+
+        if not self.blend:
+            return run_baseline(lr)
+        from diffsr.data.tiling import tiled_apply
+
+        return tiled_apply(run_baseline, lr, tile=max(1, self.tile // s), overlap=self.overlap // s,  # type: ignore[operator]
+                           scale=s)
+
+    def blended(self, lr: Tensor) -> Tensor:
+        """Independent overlapping tiles, each sampled from its slice of one starting-noise field."""
+        from diffsr.data.tiling import tiled_apply
+        from diffsr.processes.common import randn
+
+        model, s = self.loaded.model, self.scale
+        b, _, h, w = lr.shape
+        lr_up = upsample_lr(lr, s)
+        # one starting-noise field for the whole (padded) latent, drawn exactly as the untiled
+        # sampler draws it; each tile samples from its slice. Per-step noise (ResShift only)
+        # cannot be sliced: each tile draws it from its own seed (seed + 1 + tile index).
+        d = model.codec.downsample
+        hp, wp = -(-h * s // d) * d, -(-w * s // d) * d
+        noise = randn((b, model.codec.latent_channels(model.channels), hp // d, wp // d), device=self.device,
+                      dtype=torch.float32, generator=self.generator())
+        count = [0]
+
+        def run_tile(x: Tensor, y0: int, x0: int) -> Tensor:
+            th, tw = x.shape[-2:]
+            tile_noise = noise[..., y0 // d : (y0 + th) // d, x0 // d : (x0 + tw) // d]
+            count[0] += 1
+            # a tile has no LR measurement of its own: tiles are sampled without the hook and
+            # the stitched image is made consistent with the whole LR once (below)
+            return model.sample(x, steps=self.steps, generator=self.generator(count[0]), noise=tile_noise)
+
+        return tiled_apply(run_tile, lr_up, tile=self.tile, overlap=self.overlap, multiple=d,  # type: ignore[arg-type]
+                           with_origin=True)
+
+
+def upsample_lr(lr: Tensor, scale: int) -> Tensor:
+    """The condition ``lr_up`` every model samples from (bicubic, as in training)."""
+    from diffsr.data.degrade import upsample
+
+    return upsample(lr, scale)
+
+
+def _consistent(loaded: LoadedModel, lr: Tensor, sr: Tensor, *, stitched: bool) -> Tensor:
+    """Data consistency applied to a finished image (a baseline's output or stitched blend tiles)."""
+    from diffsr.sampling.consistency import Consistency, consistency_active
+
+    cfg = loaded.config.sample
+    if not consistency_active(cfg):
+        return sr
+    fix = Consistency(lr, loaded.scale, cfg.consistency, iters=cfg.consistency_iters, guidance=cfg.guidance,
+                      degradation=loaded.config.data.degradation.name)
+    log.info("data consistency applied to the %s", "stitched image" if stitched else "baseline output")
+    return fix(sr).clamp(0, 1)
+
+
+def _exact_net(loaded: LoadedModel, tile: int, *, batch: int) -> Callable[..., Tensor]:
+    """The model's net evaluated exactly tile by tile (``tile`` in HR pixels); ExactTilingError when it cannot be."""
+    from diffsr.codecs import CODECS
+    from diffsr.nets import NETS
+    from diffsr.nets.exact_tiling import ExactTiler, ExactTilingError, TiledUNet
+
+    model, cfg = loaded.model, loaded.config
+    if not NETS.caps(cfg.net.name).exact_tiling:
+        raise ExactTilingError(f"sample.tile_mode: net '{cfg.net.name}' cannot be tiled exactly (layers that see "
+                               "the whole image); use sample.tile_mode=blend")
+    if model.is_baseline:  # on the LR grid
+        s = loaded.scale
+        tiler = ExactTiler(model.net, lambda n, x: n(x), tile=max(1, tile // s), scale=s, unit=s)
+        tiler.prepare([(batch, model.channels)])
+        return tiler
+    if not CODECS.caps(cfg.codec.name).exact_tiling:
+        raise ExactTilingError(f"sample.tile_mode: exact tiling runs the codec on the whole image, which the "
+                               f"'{cfg.codec.name}' codec cannot do in bounded memory; use sample.tile_mode=blend")
+    d = model.codec.downsample
+    net = TiledUNet(model.net, tile=max(1, tile // d), unit=d)
+    net.prepare(batch)
+    return net
+
+
+def upsample_like(lr: Tensor, scale: int) -> Tensor:
+    """An (uninitialised) tensor of the SR size for ``lr``: baselines need only its shape."""
+    return lr.new_empty(*lr.shape[:2], lr.shape[-2] * scale, lr.shape[-1] * scale)
+
+
+def check_output_dir(out: Path, inputs: Iterable[Path]) -> None:
+    """Refuse an output folder inside an input folder (outputs would be re-read as inputs)."""
+    out_r = out.resolve()
+    for p in inputs:
+        p_r = p.resolve()
+        root = p_r if p_r.is_dir() else p_r.parent
+        if p_r.is_dir() and (out_r == root or root in out_r.parents):
+            raise DataError(f"{out}: output folder is inside the input folder {p}; choose another --out")
+        if p_r.is_file() and out_r == p_r:
+            raise DataError(f"{out}: output path is the input file")
+
+
+def sr_files(
+    loaded: LoadedModel,
+    inputs: list[Path],
+    out: Path,
+    *,
+    steps: int | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    samples: int = 1,
+    normalization: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[Path]:
+    """Super-resolve image files, folders, DICOM series and NIfTI volumes into ``out``.
+
+    Each input keeps its format: PNG/TIFF with the input's bit depth and mode, NIfTI with the
+    in-plane spacing divided by the scale, DICOM series with new UIDs. With ``samples > 1``
+    the mean of N samples is written plus a per-pixel standard deviation map (``*_std``).
+    """
+    from diffsr.data.io import list_inputs, read, write
+    from diffsr.data.normalize import default_policy, fit_intensity
+
+    files: list[Path] = []
+    for p in inputs:
+        files += list_inputs(Path(p))
+    check_output_dir(out, [Path(p) for p in inputs])
+    data_cfg = loaded.config.data
+    written: list[Path] = []
+    for path in files:
+        record = read(path, volume_index=data_cfg.volume_index, slice_axis=data_cfg.slice_axis)
+        policy = normalization or data_cfg.normalization
+        if policy == "auto":
+            policy = default_policy(record)
+        intensity = fit_intensity(record, policy, data_cfg.percentiles, data_cfg.window)
+        unit = intensity.forward(record.array)
+        n, c, h, w = unit.shape
+        if min(h, w) < 4:
+            raise DataError(f"{path}: image {w}x{h} is too small to super-resolve")
+        outs, stds = [], []
+        for i in range(n):
+            lr = torch.from_numpy(np.ascontiguousarray(unit[i : i + 1], dtype=np.float32))
+            draws = [
+                super_resolve(loaded, lr, steps=steps, tile=tile, overlap=overlap, seed=loaded.config.sample.seed + k)
+                for k in range(samples)
+            ]
+            stack = torch.stack(draws)
+            outs.append(stack.mean(0).cpu().numpy())
+            if samples > 1:
+                stds.append(stack.std(0, correction=1).cpu().numpy())
+            if progress:
+                progress(path.name, i + 1, n)
+        sr = np.concatenate(outs, 0)
+        name = _output_name(path, record)
+        written.append(write(out / name, sr, like=record, intensity=intensity, scale=loaded.scale))
+        if stds:
+            std = np.concatenate(stds, 0)
+            written.append(write_std(out / _std_name(name), std, like=record, intensity=intensity, scale=loaded.scale))
+    return written
+
+
+def write_std(path: Path, std_unit: np.ndarray, *, like: Any, intensity: Any, scale: int) -> Path:
+    """Write a per-pixel standard deviation map (N, C, H, W), in [0, 1] units, like the SR output.
+
+    A standard deviation scales with the intensity mapping's ``hi - lo`` but has no offset, so
+    the file holds ``std_unit * (hi - lo)`` in the input's units (grey levels for 8/16-bit
+    PNG/TIFF, the volume's units for NIfTI/DICOM), rounded to the on-disk dtype like the SR image.
+    """
+    from diffsr.data.io import write
+    from diffsr.data.normalize import Intensity
+
+    spread = Intensity(policy=intensity.policy, lo=0.0, hi=float(intensity.hi - intensity.lo))
+    return write(path, std_unit, like=like, intensity=spread, scale=scale)
+
+
+def _output_name(path: Path, record: Any) -> str:
+    fmt = record.meta.get("format")
+    if fmt == "dicom":
+        return (path.name if path.is_dir() else path.stem) + "_sr"
+    if path.name.endswith(".nii.gz"):
+        return path.name[: -len(".nii.gz")] + "_sr.nii.gz"
+    return f"{path.stem}_sr{path.suffix}"
+
+
+def _std_name(name: str) -> str:
+    if name.endswith(".nii.gz"):
+        return name[: -len(".nii.gz")] + "_std.nii.gz"
+    p = Path(name)
+    return f"{p.stem}_std{p.suffix}" if p.suffix else f"{name}_std"
+
+
+def match_channels(fn: Callable[[Tensor], Tensor], lr: Tensor, channels: int, where: str) -> Tensor:
+    """``fn`` (a model taking ``channels`` channels) applied to ``lr`` (B, C, h, w) of any C.
+
+    A 1-channel model processes each channel separately; a C-channel model gets a grey image
+    replicated and returns the channel mean; ``channels`` 0 (unknown) or equal to C: ``fn(lr)``.
+    """
+    b, c, h, w = lr.shape
+    if not channels or c == channels:
+        return fn(lr)
+    if channels == 1:
+        sr = fn(lr.reshape(b * c, 1, h, w))
+        return sr.reshape(b, c, *sr.shape[-2:])
+    if c == 1:
+        return fn(lr.expand(b, channels, h, w)).mean(1, keepdim=True)
+    raise DataError(f"{where}: the model takes {channels} channels, the images have {c}")
+
+
+def _first_conv_channels(net: torch.nn.Module) -> int:
+    """Input channels of a network's first convolution (0 when it has none)."""
+    conv = next((m for m in net.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    return int(conv.in_channels) if conv is not None else 0
+
+
+def method_from_spec(
+    spec: str, scale: int, *, steps: int | None = None, device: str | None = None
+) -> tuple[str, Callable[[Tensor, int], Tensor]]:
+    """An evaluation method from a CLI spec: 'bicubic', 'CKPT', or '<baseline>:CKPT'.
+
+    A run may end in ``@KEY=VALUE[,KEY=VALUE]`` with ``sample.*`` keys (consistency,
+    consistency_iters, guidance, seed, tile, overlap), e.g. ``runs/mri@consistency=kspace``: the
+    same checkpoint sampled another way, under its own display name, so one evaluation compares
+    with and without data consistency. Returns (display name, fn(lr, scale) -> sr).
+    """
+    from diffsr.data.degrade import upsample
+
+    spec, options = _split_sample_options(spec)
+    if options and (spec == "bicubic" or (":" in spec and not Path(spec.split(":", 1)[1]).is_dir())):
+        raise DiffsrError(f"--method {spec}@...: sampling options apply to diffsr runs only")
+    if options:
+        name, fn = method_from_spec(spec, scale, steps=steps, device=device)
+        loaded = fn.loaded  # type: ignore[attr-defined]
+        loaded.config.sample = _with_sample_options(loaded.config.sample, options, spec)
+        return name + "@" + ",".join(f"{k}={v}" for k, v in options.items()), fn
+
+    if spec == "bicubic":
+
+        def run_bicubic(lr: Tensor, s: int) -> Tensor:
+            return upsample(lr, s).clamp(0, 1)
+
+        run_bicubic.params, run_bicubic.sampling_steps = 0, None  # type: ignore[attr-defined]
+        return "bicubic", run_bicubic
+    if ":" in spec and spec.split(":", 1)[0] in ("edsr", "rcan", "swinir"):
+        kind, path = spec.split(":", 1)
+        p = Path(path)
+        if p.is_dir():  # a baseline trained by `diffsr train edsr ...`: a normal diffsr run
+            _, run = method_from_spec(path, scale, steps=1, device=device)
+            return kind, run
+        from diffsr.nets.baselines import load_baseline
+
+        net, info = load_baseline(p)  # a pretrained .pth / .safetensors file (weights_only)
+        if info.get("scale") not in (None, scale):
+            raise DiffsrError(f"{p}: a x{info['scale']} model, evaluation asks for x{scale}")
+        net = net.eval()
+        net_c = int(info.get("in_channels") or 0) or _first_conv_channels(net)
+
+        def run_baseline(lr: Tensor, s: int) -> Tensor:
+            with torch.no_grad():  # the same channel handling as super_resolve
+                return match_channels(lambda x: net(x).clamp(0, 1), lr, net_c, str(p))
+
+        run_baseline.params = sum(p.numel() for p in net.parameters())  # type: ignore[attr-defined]
+        run_baseline.sampling_steps = 1  # type: ignore[attr-defined]
+        return kind, run_baseline
+    loaded = load_model(spec, device=device)
+    if loaded.scale != scale:
+        raise DiffsrError(f"{spec}: the model was trained for x{loaded.scale}, evaluation asks for x{scale}")
+    name = loaded.config.name if loaded.config.name != "custom" else Path(spec).name
+
+    def run_model(lr: Tensor, s: int) -> Tensor:
+        return super_resolve(loaded, lr, steps=steps).cpu()
+
+    run_model.loaded = loaded  # type: ignore[attr-defined]
+    run_model.params = sum(p.numel() for p in loaded.model.parameters())  # type: ignore[attr-defined]
+    run_model.sampling_steps = (  # type: ignore[attr-defined]
+        1 if loaded.model.is_baseline else steps or loaded.config.sample.steps or loaded.model.process.default_steps
+    )
+    return name, run_model
+
+
+SAMPLE_OPTIONS = ("consistency", "consistency_iters", "guidance", "seed", "tile", "tile_mode", "overlap")
+
+
+def _split_sample_options(spec: str) -> tuple[str, dict[str, str]]:
+    """'RUN@k=v,k2=v2' -> ('RUN', {k: v, k2: v2}); a spec without '@k=v' is returned unchanged."""
+    base, at, tail = spec.rpartition("@")
+    if not at or "=" not in tail:
+        return spec, {}
+    options: dict[str, str] = {}
+    for item in tail.split(","):
+        key, eq, value = item.partition("=")
+        key = key.strip().removeprefix("sample.")
+        if not eq or key not in SAMPLE_OPTIONS:
+            raise DiffsrError(
+                f"--method {spec}: '{item}' is not KEY=VALUE with KEY one of {', '.join(SAMPLE_OPTIONS)}"
+            )
+        options[key] = value.strip()
+    return base, options
+
+
+def _with_sample_options(sample: Any, options: dict[str, str], spec: str) -> Any:
+    """``sample`` (a SampleConfig) with ``options`` applied, checked like any config override."""
+    from diffsr.config import validate
+
+    return validate({"sample": {**sample.model_dump(), **options}}, f"--method {spec}").sample
