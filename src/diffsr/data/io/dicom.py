@@ -76,6 +76,15 @@ def _read_dicom(path: Path) -> Record:
     files = [path] if path.is_file() else _dicom_files(path)
     if not files:
         raise _fail(path, "folder holds no DICOM files")
+    headers = _read_headers(path, files)
+    files, headers, keys, order_by = _order_slices(files, headers)
+    array, rescale, stored_dtype = _decode_pixels(files, headers)
+    meta = _dicom_meta(path, files, headers, keys, order_by, rescale, stored_dtype)
+    return Record(array, meta, headers=headers)
+
+
+def _read_headers(path: Path, files: list[Path]) -> list[Any]:
+    """The pydicom Datasets of ``files``: each with pixel data, one series, one size."""
     headers = [_dcmread(f) for f in files]
     for f, ds in zip(files, headers, strict=True):
         if "PixelData" not in ds:
@@ -86,8 +95,15 @@ def _read_dicom(path: Path) -> Record:
     sizes = {(int(getattr(ds, "Rows", 0)), int(getattr(ds, "Columns", 0))) for ds in headers}
     if len(sizes) > 1:
         raise _fail(path, f"slices of different sizes {sorted(sizes)} in one series")
+    return headers
 
-    # order: along the slice normal when every slice has a position, else by InstanceNumber
+
+def _order_slices(files: list[Path], headers: list[Any]) -> tuple[list[Path], list[Any], list[float], str]:
+    """(files, headers, sort keys, order_by) in slice order.
+
+    Along the slice normal when every slice has a position ("position"), else by InstanceNumber
+    ("instance"), else by file name ("name"); ties broken by file name.
+    """
     normal = _slice_normal(headers[0])
     positions = [_float_list(getattr(ds, "ImagePositionPatient", None)) for ds in headers]
     if len(headers) > 1 and normal is not None and all(p is not None and len(p) == 3 for p in positions):
@@ -100,10 +116,11 @@ def _read_dicom(path: Path) -> Record:
         keys = list(range(len(headers)))
         order_by = "name"
     order = sorted(range(len(headers)), key=lambda i: (keys[i], files[i].name))
-    files = [files[i] for i in order]
-    headers = [headers[i] for i in order]
-    keys = [keys[i] for i in order]
+    return [files[i] for i in order], [headers[i] for i in order], [keys[i] for i in order], order_by
 
+
+def _decode_pixels(files: list[Path], headers: list[Any]) -> tuple[np.ndarray, list[tuple[float, float]], np.dtype]:
+    """(float32 (N, C, H, W) in file units, (slope, intercept) per file, stored dtype of the first)."""
     slices, rescale, stored_dtypes = [], [], []
     for f, ds in zip(files, headers, strict=True):
         frames_claimed = int(getattr(ds, "NumberOfFrames", 1) or 1)
@@ -130,25 +147,35 @@ def _read_dicom(path: Path) -> Record:
         rescale.append((slope, inter))
         slices.append(pixels.astype(np.float64) * slope + inter)
     array = np.concatenate(slices).astype(np.float32)
+    return array, rescale, np.dtype(stored_dtypes[0])
+
+
+def _spacing(first: Any, keys: list[float], order_by: str) -> list[float] | None:
+    """[row, col(, slice)] in mm from PixelSpacing; the slice step from the sorted positions,
+    else SpacingBetweenSlices, else SliceThickness. None without PixelSpacing."""
+    pixel_spacing = _float_list(getattr(first, "PixelSpacing", None))
+    if pixel_spacing is None or len(pixel_spacing) != 2:
+        return None
+    slice_spacing: float | None = None
+    if order_by == "position" and len(keys) > 1:
+        slice_spacing = float(np.median(np.diff(keys)))
+    elif "SpacingBetweenSlices" in first:
+        slice_spacing = float(first.SpacingBetweenSlices)
+    elif "SliceThickness" in first:
+        slice_spacing = float(first.SliceThickness)
+    return pixel_spacing + ([slice_spacing] if slice_spacing is not None else [])
+
+
+def _dicom_meta(path: Path, files: list[Path], headers: list[Any], keys: list[float], order_by: str,
+                rescale: list[tuple[float, float]], stored_dtype: np.dtype) -> dict[str, Any]:
+    """The record's ``meta``; ``range`` covers the stored integers through every slice's rescale."""
     first = headers[0]
-    stored_dtype = np.dtype(stored_dtypes[0])
     bits = int(getattr(first, "BitsStored", stored_dtype.itemsize * 8))
     signed = int(getattr(first, "PixelRepresentation", 0)) == 1
     lo_s, hi_s = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
     ends = [v for s, i in rescale for v in (lo_s * s + i, hi_s * s + i)]
-
-    spacing: list[float] | None = None
-    pixel_spacing = _float_list(getattr(first, "PixelSpacing", None))
-    if pixel_spacing is not None and len(pixel_spacing) == 2:
-        slice_spacing: float | None = None
-        if order_by == "position" and len(keys) > 1:
-            slice_spacing = float(np.median(np.diff(keys)))
-        elif "SpacingBetweenSlices" in first:
-            slice_spacing = float(first.SpacingBetweenSlices)
-        elif "SliceThickness" in first:
-            slice_spacing = float(first.SliceThickness)
-        spacing = pixel_spacing + ([slice_spacing] if slice_spacing is not None else [])
-    meta: dict[str, Any] = {
+    spacing = _spacing(first, keys, order_by)
+    return {
         "format": "dicom",
         "path": str(path),
         "files": [str(f) for f in files],
@@ -167,7 +194,6 @@ def _read_dicom(path: Path) -> Record:
         "series_description": str(getattr(first, "SeriesDescription", "")),
         "layout": "series" if path.is_dir() else "file",
     }
-    return Record(array, meta, headers=headers)
 
 
 def _ds(value: float) -> str:
