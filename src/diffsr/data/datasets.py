@@ -358,6 +358,36 @@ def _split(paths: list[Path], fraction: float, seed: int) -> tuple[list[Path], l
     return train, [p for i, p in enumerate(paths) if i in chosen]
 
 
+def _input_paths(cfg: DataConfig, train_root: Path, seed: int) -> tuple[list[Path], list[Path], list[Path]]:
+    """(train, val, split) inputs: ``cfg.val`` or the sample val set, else val files split from train."""
+    train_paths = list_inputs(train_root)
+    if cfg.val:
+        val_paths, split_paths = list_inputs(cfg.val), []
+    elif cfg.train is None:
+        val_paths, split_paths = list_inputs(SAMPLES / "val"), []
+    else:
+        train_paths, split_paths = _split(train_paths, cfg.val_fraction, seed)
+        val_paths = []
+    return train_paths, val_paths, split_paths
+
+
+def _load_group(paths: list[Path], load_args: dict[str, Any], lr_dir: str | None
+                ) -> list[tuple[_Loaded, _Loaded | None]]:
+    """Each file loaded, with its LR partner of the same name in ``lr_dir`` (if given) normalised
+    by the HR's intensity mapping."""
+    out = []
+    for p in paths:
+        loaded = _load(p, **load_args)
+        lr = None
+        if lr_dir:
+            lr_path = Path(lr_dir) / p.name
+            if not lr_path.exists():
+                raise DataError(f"{lr_path}: no LR file for {p} in lr_dir")
+            lr = _load(lr_path, **{**load_args, "min_foreground": 0.0}, intensity=loaded.intensity)
+        out.append((loaded, lr))
+    return out
+
+
 def build_datasets(cfg: DataConfig, *, seed: int = 0) -> tuple[SRDataset, SRDataset]:
     """(train, val) datasets from a :class:`~diffsr.config.DataConfig`.
 
@@ -385,32 +415,11 @@ def build_datasets(cfg: DataConfig, *, seed: int = 0) -> tuple[SRDataset, SRData
         "min_foreground": cfg.min_foreground,
     }
     train_root = Path(cfg.train) if cfg.train else SAMPLES / "train"
-    train_paths = list_inputs(train_root)
-    if cfg.val:
-        val_paths, split_paths = list_inputs(cfg.val), []
-    elif cfg.train is None:
-        val_paths, split_paths = list_inputs(SAMPLES / "val"), []
-    else:
-        train_paths, split_paths = _split(train_paths, cfg.val_fraction, seed)
-        val_paths = []
-
-    def load_group(paths: list[Path], with_lr: bool) -> list[tuple[_Loaded, _Loaded | None]]:
-        out = []
-        for p in paths:
-            loaded = _load(p, **load_args)
-            lr = None
-            if with_lr and cfg.lr_dir:
-                lr_path = Path(cfg.lr_dir) / p.name
-                if not lr_path.exists():
-                    raise DataError(f"{lr_path}: no LR file for {p} in lr_dir")
-                lr = _load(lr_path, **{**load_args, "min_foreground": 0.0}, intensity=loaded.intensity)
-            out.append((loaded, lr))
-        return out
-
+    train_paths, val_paths, split_paths = _input_paths(cfg, train_root, seed)
     common = {"scale": scale, "cache": cfg.cache, "read_args": read_args}
     train_items: list[ImageItem] = []
     val_items: list[ImageItem] = []
-    train_loaded = load_group(train_paths, with_lr=True)
+    train_loaded = _load_group(train_paths, load_args, cfg.lr_dir)
     if not split_paths and not val_paths and cfg.val_fraction > 0 and len(train_loaded) == 1:
         loaded, lr = train_loaded[0]
         n_val = min(len(loaded.slices) - 1, max(1, round(cfg.val_fraction * len(loaded.slices))))
@@ -420,9 +429,9 @@ def build_datasets(cfg: DataConfig, *, seed: int = 0) -> tuple[SRDataset, SRData
             train_loaded = []
     for loaded, lr in train_loaded:
         train_items += _items(loaded, loaded.slices, lr=lr, **common)
-    for loaded, lr in load_group(split_paths, with_lr=True):
+    for loaded, lr in _load_group(split_paths, load_args, cfg.lr_dir):
         val_items += _items(loaded, loaded.slices, lr=lr, **common)
-    for loaded, _ in load_group(val_paths, with_lr=False):
+    for loaded, _ in _load_group(val_paths, load_args, None):
         val_items += _items(loaded, loaded.slices, **common)
     if cfg.unpaired_dir:
         unpaired_args = {**load_args, "min_foreground": 0.0}

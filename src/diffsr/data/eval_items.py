@@ -120,38 +120,57 @@ def load_eval_items(
             lr_loaded = _eval_y(_load(lr_path, channels=channels, normalization=None, percentiles=percentiles,
                                       window=window, slice_axis=slice_axis, volume_index=volume_index,
                                       min_foreground=0.0, intensity=loaded.intensity), channels)
-        slices = loaded.slices
-        if max_slices is not None and len(slices) > max_slices:
-            picks = np.linspace(0, len(slices) - 1, max_slices).round().astype(int)
-            slices = [slices[i] for i in sorted(set(picks.tolist()))]
-        for i in slices:
-            unit = loaded.unit[i]
-            h, w = unit.shape[-2:]
-            where = str(p) + ("" if loaded.unit.shape[0] == 1 else f" slice {i}")
-            check_size(where, h, w, scale)
-            y0 = x0 = 0
-            ch, cw = h - h % scale, w - w % scale
-            if crop is not None:
-                c = crop - crop % scale
-                # centre, on the LR grid so that a paired LR file is cut at the same place
-                if ch > c:
-                    y0, ch = (ch - c) // (2 * scale) * scale, c
-                if cw > c:
-                    x0, cw = (cw - c) // (2 * scale) * scale, c
-            hr = torch.from_numpy(np.ascontiguousarray(unit[:, y0 : y0 + ch, x0 : x0 + cw]))[None]
-            if lr_loaded is not None:
-                lr_np = lr_loaded.unit[i]
-                if lr_np.shape[-2] * scale != h - h % scale or lr_np.shape[-1] * scale != w - w % scale:
-                    raise DataError(
-                        f"{p}: HR {h}x{w} is not {scale} x the LR {lr_np.shape[-2]}x{lr_np.shape[-1]} "
-                        f"of {lr_loaded.path}"
-                    )
-                ly, lx = y0 // scale, x0 // scale
-                lr_np = lr_np[:, ly : ly + ch // scale, lx : lx + cw // scale]
-                lr = torch.from_numpy(np.ascontiguousarray(lr_np))[None]
-            else:
-                lr = deg(hr, _generator(seed, 0, len(items)))
-            volume = p.name if loaded.unit.shape[0] > 1 else None
-            items.append(EvalItem(_slice_name(loaded, i), hr, lr, loaded.record, loaded.intensity, i, volume=volume,
-                                  paired=lr_loaded is not None))
+        for i in _pick_slices(loaded.slices, max_slices):
+            items.append(_eval_item(p, loaded, lr_loaded, i, scale=scale, crop=crop, deg=deg, seed=seed,
+                                    number=len(items)))
     return items
+
+
+def _pick_slices(slices: list[int], max_slices: int | None) -> list[int]:
+    """``slices``, or ``max_slices`` of them evenly spaced (first and last included)."""
+    if max_slices is not None and len(slices) > max_slices:
+        picks = np.linspace(0, len(slices) - 1, max_slices).round().astype(int)
+        slices = [slices[i] for i in sorted(set(picks.tolist()))]
+    return slices
+
+
+def _crop_box(h: int, w: int, scale: int, crop: int | None) -> tuple[int, int, int, int]:
+    """(y0, x0, height, width) of the HR kept: h x w cut at the bottom/right to a multiple of the
+    scale, then its centre ``crop`` x ``crop`` (a multiple of the scale) when it is larger."""
+    y0 = x0 = 0
+    ch, cw = h - h % scale, w - w % scale
+    if crop is not None:
+        c = crop - crop % scale
+        # centre, on the LR grid so that a paired LR file is cut at the same place
+        if ch > c:
+            y0, ch = (ch - c) // (2 * scale) * scale, c
+        if cw > c:
+            x0, cw = (cw - c) // (2 * scale) * scale, c
+    return y0, x0, ch, cw
+
+
+def _eval_item(p: Path, loaded: _Loaded, lr_loaded: _Loaded | None, i: int, *, scale: int, crop: int | None,
+               deg: Degradation, seed: int, number: int) -> EvalItem:
+    """Slice ``i`` of ``loaded`` as item ``number``: the LR cut from ``lr_loaded`` at the HR's crop,
+    or made by ``deg`` with the generator seeded by (seed, 0, number)."""
+    unit = loaded.unit[i]
+    h, w = unit.shape[-2:]
+    where = str(p) + ("" if loaded.unit.shape[0] == 1 else f" slice {i}")
+    check_size(where, h, w, scale)
+    y0, x0, ch, cw = _crop_box(h, w, scale, crop)
+    hr = torch.from_numpy(np.ascontiguousarray(unit[:, y0 : y0 + ch, x0 : x0 + cw]))[None]
+    if lr_loaded is not None:
+        lr_np = lr_loaded.unit[i]
+        if lr_np.shape[-2] * scale != h - h % scale or lr_np.shape[-1] * scale != w - w % scale:
+            raise DataError(
+                f"{p}: HR {h}x{w} is not {scale} x the LR {lr_np.shape[-2]}x{lr_np.shape[-1]} "
+                f"of {lr_loaded.path}"
+            )
+        ly, lx = y0 // scale, x0 // scale
+        lr_np = lr_np[:, ly : ly + ch // scale, lx : lx + cw // scale]
+        lr = torch.from_numpy(np.ascontiguousarray(lr_np))[None]
+    else:
+        lr = deg(hr, _generator(seed, 0, number))
+    volume = p.name if loaded.unit.shape[0] > 1 else None
+    return EvalItem(_slice_name(loaded, i), hr, lr, loaded.record, loaded.intensity, i, volume=volume,
+                    paired=lr_loaded is not None)
