@@ -56,7 +56,7 @@ def test_png_slice_folder_is_written_via_a_temporary_sibling(tmp_path: Path, mon
     assert not list(tmp_path.glob(".tmp-*"))
     # a failure half-way leaves the earlier output untouched and no partial folder
     calls = {"n": 0}
-    real = io._write_png_file
+    real = io.png._write_png_file
 
     def flaky(path: Path, hwc: np.ndarray) -> None:
         calls["n"] += 1
@@ -64,7 +64,7 @@ def test_png_slice_folder_is_written_via_a_temporary_sibling(tmp_path: Path, mon
             raise OSError("disk full")
         real(path, hwc)
 
-    monkeypatch.setattr(io, "_write_png_file", flaky)
+    monkeypatch.setattr(io.png, "_write_png_file", flaky)  # where _write_png looks it up
     with pytest.raises(OSError):
         io.write(tmp_path / "vol.png", unit * 0.5, like=like, intensity=intensity, scale=1)
     assert sorted(p.name for p in out.iterdir()) == [f"vol_{i:04d}.png" for i in range(3)]

@@ -1,15 +1,18 @@
-"""Training and evaluation data: normalised 2-D images, patches, LR made on the fly.
+"""Training data: normalised 2-D images, patches, LR made on the fly.
 
 Every file is read (:mod:`diffsr.data.io`), normalised to [0, 1] with one
 :class:`~diffsr.data.normalize.Intensity` per file or volume, converted to the configured
 number of channels and split into 2-D images (a volume gives its slices, skipping slices whose
-foreground fraction, the share of pixels above 0.05, is below ``min_foreground``).
+foreground fraction, the share of pixels above 0.05, is below ``min_foreground``); see
+:mod:`diffsr.data.loading`, which evaluation shares.
 
 :class:`SRDataset` yields dicts (see ``__getitem__``) of patches with a validity mask; the LR
 image is made from the HR patch by a :class:`~diffsr.data.degrade.Degradation` (synthetic
 pairs), read from an LR folder (real pairs), or is all there is (unpaired LR, ``paired`` False).
 Randomness of item ``i`` in epoch ``e`` comes from a generator seeded by (seed, e, i), so a
-resumed run sees the same crops and degradations. See docs/data.md.
+resumed run sees the same crops and degradations. Evaluation items (:class:`EvalItem`,
+:func:`load_eval_items`, :func:`is_rgb`) live in :mod:`diffsr.data.eval_items` and are
+re-exported here. See docs/data.md.
 """
 
 from __future__ import annotations
@@ -28,57 +31,36 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from diffsr.core.color import Y_OFFSET, Y_WEIGHTS
 from diffsr.core.errors import DataError
-from diffsr.data.degrade import DEGRADATIONS, BicubicDegradation, Degradation, build_degradation
-from diffsr.data.io import Record, list_inputs, read
-from diffsr.data.normalize import Intensity, default_policy, fit_intensity
+from diffsr.data.degrade import BicubicDegradation, Degradation, build_degradation
+
+# the imports marked F401 are re-exports, unused here: code and tests import them from
+# diffsr.data.datasets, which held evaluation and loading too before they got modules
+from diffsr.data.eval_items import EvalItem, is_rgb, load_eval_items  # noqa: F401
+from diffsr.data.io import list_inputs, read
+from diffsr.data.loading import (
+    FOREGROUND_LEVEL,  # noqa: F401
+    LUMA,  # noqa: F401
+    MIN_LR_SIDE,
+    _generator,
+    _load,
+    _Loaded,
+    _slice_name,
+    check_size,
+    foreground_fraction,
+    to_channels,
+)
+from diffsr.data.normalize import Intensity
 
 if TYPE_CHECKING:
-    from diffsr.config import DataConfig, DegradationConfig
+    from diffsr.config import DataConfig
 
 log = logging.getLogger(__name__)
 
-#: the smallest LR side accepted: an HR image needs sides >= MIN_LR_SIDE * scale
-MIN_LR_SIDE = 4
-#: a pixel counts as foreground when its normalised value exceeds this
-FOREGROUND_LEVEL = 0.05
-#: BT.601 luma weights for RGB -> grey
-LUMA = (0.299, 0.587, 0.114)
 SAMPLES = Path(__file__).parent / "samples"
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def to_channels(unit: np.ndarray, channels: int) -> np.ndarray:
-    """(N, C, H, W) -> (N, channels, H, W): RGB -> grey by BT.601 luma, grey -> RGB by repetition."""
-    c = unit.shape[1]
-    if c == channels:
-        return unit
-    if c == 3 and channels == 1:
-        w = np.asarray(LUMA, dtype=unit.dtype).reshape(1, 3, 1, 1)
-        return (unit * w).sum(axis=1, keepdims=True)
-    if c == 1 and channels == 3:
-        return np.repeat(unit, 3, axis=1)
-    raise ValueError(f"cannot convert {c} channels to {channels}")
-
-
-def foreground_fraction(unit: np.ndarray) -> np.ndarray:
-    """Per-slice share of pixels above :data:`FOREGROUND_LEVEL` for (N, C, H, W) -> (N,)."""
-    return (unit.max(axis=1) > FOREGROUND_LEVEL).mean(axis=(-2, -1))
-
-
-def check_size(name: str, h: int, w: int, scale: int) -> None:
-    """DataError unless an HR image of h x w leaves an LR of at least MIN_LR_SIDE pixels a side."""
-    need = MIN_LR_SIDE * scale
-    if h < need or w < need:
-        raise DataError(f"{name}: image {h}x{w} (HxW) is smaller than scale {scale} needs ({need}x{need})")
-
-
-def _generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
 
 
 def _randint(high: int, generator: torch.Generator) -> int:
@@ -323,50 +305,6 @@ def collate_pad(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- loading
 
 
-@dataclass
-class _Loaded:
-    path: Path
-    record: Record
-    intensity: Intensity
-    unit: np.ndarray  # (N, C, H, W) in [0, 1]
-    slices: list[int]  # kept slice indices
-
-
-def _load(
-    path: Path,
-    *,
-    channels: int,
-    normalization: str | None,
-    percentiles: tuple[float, float],
-    window: tuple[float, float] | None,
-    slice_axis: int,
-    volume_index: int,
-    min_foreground: float,
-    nan_policy: str = "error",
-    intensity: Intensity | None = None,
-) -> _Loaded:
-    record = read(path, slice_axis=slice_axis, volume_index=volume_index, nan_policy=nan_policy)  # type: ignore[arg-type]
-    if intensity is None:
-        policy = normalization or default_policy(record)
-        intensity = fit_intensity(record, policy, percentiles=percentiles, window=window)
-    unit = to_channels(intensity.forward(record.array), channels).astype(np.float32)
-    slices = list(range(unit.shape[0]))
-    if len(slices) > 1:
-        frac = foreground_fraction(unit)
-        slices = [i for i in slices if frac[i] >= min_foreground]
-        if not slices:
-            raise DataError(
-                f"{path}: no slice has a foreground fraction >= min_foreground {min_foreground} "
-                f"(largest {float(frac.max()):.3f})"
-            )
-    return _Loaded(path, record, intensity, unit, slices)
-
-
-def _slice_name(loaded: _Loaded, index: int) -> str:
-    name = loaded.record.name
-    return f"{name}_s{index:04d}" if loaded.unit.shape[0] > 1 else name
-
-
 def _items(
     loaded: _Loaded,
     slices: list[int],
@@ -420,6 +358,36 @@ def _split(paths: list[Path], fraction: float, seed: int) -> tuple[list[Path], l
     return train, [p for i, p in enumerate(paths) if i in chosen]
 
 
+def _input_paths(cfg: DataConfig, train_root: Path, seed: int) -> tuple[list[Path], list[Path], list[Path]]:
+    """(train, val, split) inputs: ``cfg.val`` or the sample val set, else val files split from train."""
+    train_paths = list_inputs(train_root)
+    if cfg.val:
+        val_paths, split_paths = list_inputs(cfg.val), []
+    elif cfg.train is None:
+        val_paths, split_paths = list_inputs(SAMPLES / "val"), []
+    else:
+        train_paths, split_paths = _split(train_paths, cfg.val_fraction, seed)
+        val_paths = []
+    return train_paths, val_paths, split_paths
+
+
+def _load_group(paths: list[Path], load_args: dict[str, Any], lr_dir: str | None
+                ) -> list[tuple[_Loaded, _Loaded | None]]:
+    """Each file loaded, with its LR partner of the same name in ``lr_dir`` (if given) normalised
+    by the HR's intensity mapping."""
+    out = []
+    for p in paths:
+        loaded = _load(p, **load_args)
+        lr = None
+        if lr_dir:
+            lr_path = Path(lr_dir) / p.name
+            if not lr_path.exists():
+                raise DataError(f"{lr_path}: no LR file for {p} in lr_dir")
+            lr = _load(lr_path, **{**load_args, "min_foreground": 0.0}, intensity=loaded.intensity)
+        out.append((loaded, lr))
+    return out
+
+
 def build_datasets(cfg: DataConfig, *, seed: int = 0) -> tuple[SRDataset, SRDataset]:
     """(train, val) datasets from a :class:`~diffsr.config.DataConfig`.
 
@@ -447,32 +415,11 @@ def build_datasets(cfg: DataConfig, *, seed: int = 0) -> tuple[SRDataset, SRData
         "min_foreground": cfg.min_foreground,
     }
     train_root = Path(cfg.train) if cfg.train else SAMPLES / "train"
-    train_paths = list_inputs(train_root)
-    if cfg.val:
-        val_paths, split_paths = list_inputs(cfg.val), []
-    elif cfg.train is None:
-        val_paths, split_paths = list_inputs(SAMPLES / "val"), []
-    else:
-        train_paths, split_paths = _split(train_paths, cfg.val_fraction, seed)
-        val_paths = []
-
-    def load_group(paths: list[Path], with_lr: bool) -> list[tuple[_Loaded, _Loaded | None]]:
-        out = []
-        for p in paths:
-            loaded = _load(p, **load_args)
-            lr = None
-            if with_lr and cfg.lr_dir:
-                lr_path = Path(cfg.lr_dir) / p.name
-                if not lr_path.exists():
-                    raise DataError(f"{lr_path}: no LR file for {p} in lr_dir")
-                lr = _load(lr_path, **{**load_args, "min_foreground": 0.0}, intensity=loaded.intensity)
-            out.append((loaded, lr))
-        return out
-
+    train_paths, val_paths, split_paths = _input_paths(cfg, train_root, seed)
     common = {"scale": scale, "cache": cfg.cache, "read_args": read_args}
     train_items: list[ImageItem] = []
     val_items: list[ImageItem] = []
-    train_loaded = load_group(train_paths, with_lr=True)
+    train_loaded = _load_group(train_paths, load_args, cfg.lr_dir)
     if not split_paths and not val_paths and cfg.val_fraction > 0 and len(train_loaded) == 1:
         loaded, lr = train_loaded[0]
         n_val = min(len(loaded.slices) - 1, max(1, round(cfg.val_fraction * len(loaded.slices))))
@@ -482,9 +429,9 @@ def build_datasets(cfg: DataConfig, *, seed: int = 0) -> tuple[SRDataset, SRData
             train_loaded = []
     for loaded, lr in train_loaded:
         train_items += _items(loaded, loaded.slices, lr=lr, **common)
-    for loaded, lr in load_group(split_paths, with_lr=True):
+    for loaded, lr in _load_group(split_paths, load_args, cfg.lr_dir):
         val_items += _items(loaded, loaded.slices, lr=lr, **common)
-    for loaded, _ in load_group(val_paths, with_lr=False):
+    for loaded, _ in _load_group(val_paths, load_args, None):
         val_items += _items(loaded, loaded.slices, **common)
     if cfg.unpaired_dir:
         unpaired_args = {**load_args, "min_foreground": 0.0}
@@ -502,141 +449,6 @@ def build_datasets(cfg: DataConfig, *, seed: int = 0) -> tuple[SRDataset, SRData
     log.info("data: %d train images (x%d repeats), %d val images, scale %d, degradation %s",
              len(train_items), repeats, len(val_items), scale, degradation.name)
     return train, val
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-@dataclass
-class EvalItem:
-    """An evaluation image: HR (1, C, H, W) cropped to a multiple of the scale, LR (1, C, H/s, W/s).
-
-    record and intensity describe the source file (shared by every slice of a volume; None
-    for items made in memory); ``slice_index`` is the slice within the record; ``paired`` is
-    True when LR came from a file; items sharing ``volume`` are slices of one volume (the
-    evaluation report shows them as a montage).
-    """
-
-    name: str
-    hr: Tensor
-    lr: Tensor
-    record: Record | None = None
-    intensity: Intensity | None = None
-    slice_index: int | None = 0
-    paired: bool = False
-    volume: str | None = None
-
-
-def _as_degradation(degradation: Degradation | DegradationConfig | str | None, scale: int) -> Degradation:
-    if degradation is None:
-        return BicubicDegradation(scale)
-    if isinstance(degradation, Degradation):
-        return degradation
-    if isinstance(degradation, str):
-        return DEGRADATIONS.build(degradation, scale=scale)
-    return build_degradation(degradation, scale)
-
-
-def is_rgb(record: Record | None) -> bool:
-    """True when ``record`` holds RGB data ((N, 3, H, W))."""
-    array = getattr(record, "array", None)
-    return array is not None and array.ndim == 4 and array.shape[1] == 3
-
-
-def _eval_y(loaded: _Loaded, channels: int) -> _Loaded:
-    """For 1-channel evaluation of an RGB file: the HR becomes the BT.601 studio-swing Y of the
-    RGB (:mod:`diffsr.core.color`, the metrics' ``rgb_to_y``; in [16/255, 235/255]) instead of
-    the training loader's full-range luma."""
-    if channels != 1 or not is_rgb(loaded.record):
-        return loaded
-    rgb = loaded.intensity.forward(loaded.record.array).astype(np.float64)
-    w = np.asarray(Y_WEIGHTS, dtype=np.float64).reshape(1, 3, 1, 1)
-    y = ((rgb * w).sum(axis=1, keepdims=True) + Y_OFFSET) / 255.0
-    return _Loaded(loaded.path, loaded.record, loaded.intensity, y.astype(np.float32), loaded.slices)
-
-
-def load_eval_items(
-    path: str | Path,
-    scale: int,
-    channels: int = 1,
-    *,
-    degradation: Degradation | DegradationConfig | str | None = None,
-    normalization: str | None = None,
-    percentiles: tuple[float, float] = (0.5, 99.5),
-    window: tuple[float, float] | None = None,
-    slice_axis: int = 2,
-    volume_index: int = 0,
-    min_foreground: float = 0.05,
-    max_slices: int | None = None,
-    lr_dir: str | Path | None = None,
-    seed: int = 0,
-    crop: int | None = None,
-) -> list[EvalItem]:
-    """Evaluation / demo items for every input under ``path`` (files, volumes, DICOM series).
-
-    Each 2-D image (each kept slice of a volume; ``max_slices`` evenly spaced ones at most)
-    becomes an :class:`EvalItem` whose HR is cropped at the bottom/right to a multiple of
-    ``scale`` and whose LR is made by ``degradation`` (default bicubic) with a generator
-    seeded by (seed, 0, item number), so it is deterministic; or read from ``lr_dir`` (same file
-    name; sizes checked). ``normalization`` None uses :func:`default_policy` per file.
-    ``crop``: keep the centre ``crop`` x ``crop`` of each HR (rounded down to a multiple of
-    ``scale``; images smaller than that stay whole) before the LR is made; with ``lr_dir`` the
-    matching LR region is cut out.
-    With ``channels=1`` an RGB file's HR (and a paired LR file) is its BT.601 studio-swing Y,
-    ``(65.481 R + 128.553 G + 24.966 B + 16) / 255`` (the metrics' ``rgb_to_y``, the BasicSR
-    convention), not the training loader's full-range luma.
-    """
-    if crop is not None and crop < scale:
-        raise DataError(f"crop: {crop} is smaller than the scale {scale}")
-    deg = _as_degradation(degradation, scale)
-    items: list[EvalItem] = []
-    for p in list_inputs(path):
-        loaded = _eval_y(_load(p, channels=channels, normalization=normalization, percentiles=percentiles,
-                               window=window, slice_axis=slice_axis, volume_index=volume_index,
-                               min_foreground=min_foreground), channels)
-        lr_loaded = None
-        if lr_dir is not None:
-            lr_path = Path(lr_dir) / p.name
-            if not lr_path.exists():
-                raise DataError(f"{lr_path}: no LR file for {p} in lr_dir")
-            lr_loaded = _eval_y(_load(lr_path, channels=channels, normalization=None, percentiles=percentiles,
-                                      window=window, slice_axis=slice_axis, volume_index=volume_index,
-                                      min_foreground=0.0, intensity=loaded.intensity), channels)
-        slices = loaded.slices
-        if max_slices is not None and len(slices) > max_slices:
-            picks = np.linspace(0, len(slices) - 1, max_slices).round().astype(int)
-            slices = [slices[i] for i in sorted(set(picks.tolist()))]
-        for i in slices:
-            unit = loaded.unit[i]
-            h, w = unit.shape[-2:]
-            where = str(p) + ("" if loaded.unit.shape[0] == 1 else f" slice {i}")
-            check_size(where, h, w, scale)
-            y0 = x0 = 0
-            ch, cw = h - h % scale, w - w % scale
-            if crop is not None:
-                c = crop - crop % scale
-                # centre, on the LR grid so that a paired LR file is cut at the same place
-                if ch > c:
-                    y0, ch = (ch - c) // (2 * scale) * scale, c
-                if cw > c:
-                    x0, cw = (cw - c) // (2 * scale) * scale, c
-            hr = torch.from_numpy(np.ascontiguousarray(unit[:, y0 : y0 + ch, x0 : x0 + cw]))[None]
-            if lr_loaded is not None:
-                lr_np = lr_loaded.unit[i]
-                if lr_np.shape[-2] * scale != h - h % scale or lr_np.shape[-1] * scale != w - w % scale:
-                    raise DataError(
-                        f"{p}: HR {h}x{w} is not {scale} x the LR {lr_np.shape[-2]}x{lr_np.shape[-1]} "
-                        f"of {lr_loaded.path}"
-                    )
-                ly, lx = y0 // scale, x0 // scale
-                lr_np = lr_np[:, ly : ly + ch // scale, lx : lx + cw // scale]
-                lr = torch.from_numpy(np.ascontiguousarray(lr_np))[None]
-            else:
-                lr = deg(hr, _generator(seed, 0, len(items)))
-            volume = p.name if loaded.unit.shape[0] > 1 else None
-            items.append(EvalItem(_slice_name(loaded, i), hr, lr, loaded.record, loaded.intensity, i, volume=volume,
-                                  paired=lr_loaded is not None))
-    return items
 
 
 __all__ = [

@@ -1,0 +1,149 @@
+"""NIfTI (.nii, .nii.gz): 2-D, 3-D or 4-D (one volume, ``volume_index``), read with nibabel.
+
+``scl_slope``/``scl_inter`` are applied; ``slice_axis`` picks the voxel axis whose slices become
+the 2-D images, H and W being the two other axes in file order (no reorientation: ``axcodes``
+says what the axes are). ``meta`` adds ``affine``, ``zooms``, ``slice_axis``, ``volume_index``,
+``n_volumes``, ``shape``, ``slope``, ``inter``, ``axcodes``. Writing keeps the source header
+(dtype, scaling, sform/qform codes) and scales the affine in-plane; from a non-NIfTI source the
+affine is diagonal from ``spacing``. nibabel is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffsr.core.atomic import atomic_path
+from diffsr.core.errors import DataError
+from diffsr.data.io.record import (
+    NanPolicy,
+    Record,
+    _cast,
+    _check_dtype,
+    _check_size,
+    _fail,
+    _finite,
+    _int_range,
+    _one_line,
+)
+
+
+def _read_nifti(path: Path, volume_index: int, slice_axis: int, nan_policy: NanPolicy) -> Record:
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    try:
+        img = nib.load(str(path))
+        shape = tuple(int(s) for s in img.shape)
+    except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as err:
+        raise _fail(path, f"unreadable NIfTI ({_one_line(err)})") from None
+    _check_size(path, shape[:3])  # one volume is read at a time
+    disk = np.dtype(img.get_data_dtype())
+    _check_dtype(path, disk)
+    if len(shape) == 2:  # a single 2-D image: one slice whatever slice_axis says
+        shape, slice_axis = (*shape, 1), 2
+    if len(shape) not in (3, 4) and not (len(shape) > 4 and all(s == 1 for s in shape[4:])):
+        raise _fail(path, f"unsupported NIfTI shape {shape} (expected 2-D, 3-D or 4-D)")
+    n_volumes = shape[3] if len(shape) >= 4 else 1
+    if not 0 <= volume_index < n_volumes:
+        raise _fail(path, f"volume_index {volume_index} is out of range: the file has {n_volumes} volume(s)")
+    if slice_axis not in (0, 1, 2):
+        raise _fail(path, f"slice_axis must be 0, 1 or 2, got {slice_axis}")
+    try:
+        proxy = img.dataobj
+        if len(img.shape) == 2:
+            vol = np.asanyarray(proxy)[:, :, None]
+        elif len(img.shape) == 3:
+            vol = np.asanyarray(proxy)
+        else:
+            vol = np.asanyarray(proxy[:, :, :, volume_index]).reshape(shape[:3])
+    except (OSError, EOFError, ValueError, zlib.error) as err:
+        raise _fail(path, f"unreadable or truncated NIfTI data ({_one_line(err)})") from None
+    vol = _finite(path, np.asarray(vol), nan_policy)
+    slope = float(getattr(proxy, "slope", 1.0))
+    inter = float(getattr(proxy, "inter", 0.0))
+    zooms = [float(z) for z in img.header.get_zooms()[:3]]
+    while len(zooms) < 3:
+        zooms.append(1.0)
+    in_plane = [a for a in range(3) if a != slice_axis]
+    rng = _int_range(disk)
+    if rng is not None:
+        ends = (rng[0] * slope + inter, rng[1] * slope + inter)
+        rng = (min(ends), max(ends))
+    meta: dict[str, Any] = {
+        "format": "nifti",
+        "path": str(path),
+        "dtype": str(disk),
+        "bits": int(disk.itemsize * 8),
+        "range": rng,
+        "mode": None,
+        "slope": slope,
+        "inter": inter,
+        "shape": list(shape),
+        "n_volumes": n_volumes,
+        "volume_index": volume_index,
+        "slice_axis": slice_axis,
+        "affine": np.asarray(img.affine, dtype=float).tolist(),
+        "zooms": zooms,
+        "spacing": [zooms[in_plane[0]], zooms[in_plane[1]], zooms[slice_axis]],
+        "axcodes": "".join(nib.aff2axcodes(img.affine)),
+        "layout": "volume",
+    }
+    array = np.moveaxis(vol, slice_axis, 0)[:, None]  # (N, 1, H, W): H, W = the two other axes, in order
+    return Record(np.ascontiguousarray(array, dtype=np.float32), meta, headers=[img.header.copy()])
+
+
+def _scaled_affine(affine: np.ndarray, axes: list[int], scale: int) -> np.ndarray:
+    """The affine of a grid ``scale`` x finer along ``axes`` covering the same field of view.
+
+    New voxel index i sits at old index (i + 0.5) / scale - 0.5 (align_corners=False).
+    """
+    t = np.eye(4)
+    for a in axes:
+        t[a, a] = 1.0 / scale
+        t[a, 3] = 0.5 / scale - 0.5
+    return affine @ t
+
+
+def _write_nifti(path: Path, values: np.ndarray, like: Record, scale: int) -> Path:
+    import nibabel as nib
+
+    if values.shape[1] != 1:
+        raise DataError(f"{path}: NIfTI output needs 1 channel, got {values.shape[1]}")
+    slice_axis = int(like.meta.get("slice_axis", 2))
+    in_plane = [a for a in range(3) if a != slice_axis]
+    vol = np.moveaxis(values[:, 0], 0, slice_axis)
+    dtype = np.dtype(like.meta.get("dtype", "float32"))
+    if like.format == "nifti":
+        header = like.headers[0].copy() if like.headers else nib.load(like.meta["path"]).header.copy()
+        affine = np.asarray(like.meta["affine"], dtype=float)
+        sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
+        slope, inter = float(like.meta.get("slope", 1.0)), float(like.meta.get("inter", 0.0))
+    else:
+        header = None
+        spacing = list(like.meta.get("spacing") or [1.0, 1.0])
+        zooms = [1.0, 1.0, 1.0]
+        zooms[in_plane[0]], zooms[in_plane[1]] = float(spacing[0]), float(spacing[1])
+        zooms[slice_axis] = float(spacing[2]) if len(spacing) > 2 and spacing[2] else 1.0
+        affine = np.diag([*zooms, 1.0])
+        sform_code, qform_code, slope, inter = 2, 0, 1.0, 0.0
+        if dtype.kind not in "uif" or dtype.itemsize > 8:
+            dtype = np.dtype(np.float32)
+    if scale != 1:
+        affine = _scaled_affine(affine, in_plane, scale)
+    if dtype.kind in "ui":
+        stored = _cast((vol - inter) / slope, dtype)
+    else:
+        stored, slope, inter = vol.astype(dtype), 1.0, 0.0
+    img = nib.Nifti1Image(stored, affine, header)
+    img.set_data_dtype(dtype)
+    img.set_sform(affine, code=sform_code)
+    img.set_qform(affine, code=qform_code)
+    if slope != 1.0 or inter != 0.0:
+        img.header.set_slope_inter(slope, inter)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return path
