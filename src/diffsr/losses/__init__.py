@@ -4,10 +4,10 @@ Works in any PyTorch loop::
 
     from diffsr.losses import LinearGate, LossStack, LossTerm
 
-Importing this package loads only the stack, gates, schedules and reports; term modules
-(``pixel``, ``ssim``, ``perceptual``, ``frequency``, ``edges``, ``adversarial``, ``feature``,
-``latent_perceptual``) are imported on first attribute access, so lpips and friends load only
-when a term needs them.
+Importing this package loads only the stack, the latent terms, gates, schedules and reports;
+term modules (``pixel``, ``ssim``, ``perceptual``, ``frequency``, ``edges``, ``adversarial``,
+``feature``, ``latent_perceptual``) are imported on first attribute access, so lpips and friends
+load only when a term needs them.
 """
 
 from __future__ import annotations
@@ -17,17 +17,10 @@ from typing import Any
 
 from diffsr.losses.build import TERMS, build_loss_stack, build_term_module
 from diffsr.losses.gates import BinsGate, Gate, HardGate, LinearGate, NoGate, build_gate
+from diffsr.losses.latent import LatentL1Loss, LatentL2Loss, latent_error
 from diffsr.losses.report import LossReport, TermReport, log_report
 from diffsr.losses.schedules import Adaptive, Constant, Linear, Ramp, Schedule, Stages, build_schedule
-from diffsr.losses.stack import (
-    DeadTermError,
-    LatentL1Loss,
-    LatentL2Loss,
-    LossStack,
-    LossTerm,
-    NonFiniteError,
-    latent_error,
-)
+from diffsr.losses.stack import DeadTermError, LossStack, LossTerm, NonFiniteError
 
 _LAZY_MODULES = {
     "pixel", "ssim", "perceptual", "frequency", "edges", "adversarial", "feature", "latent_perceptual",

@@ -17,8 +17,9 @@ from diffsr.config import LossesConfig
 from diffsr.core.errors import ConfigError
 from diffsr.core.registry import Registry
 from diffsr.losses.gates import build_gate
+from diffsr.losses.latent import LatentL1Loss, LatentL2Loss
 from diffsr.losses.schedules import build_schedule
-from diffsr.losses.stack import LatentL1Loss, LatentL2Loss, LossStack, LossTerm
+from diffsr.losses.stack import LossStack, LossTerm
 
 __all__ = ["LATENT_SPACE_TERMS", "TERMS", "build_loss_stack", "build_term_module"]
 
