@@ -20,7 +20,8 @@ from diffsr.losses.gates import BinsGate, Gate, HardGate, LinearGate, NoGate, bu
 from diffsr.losses.latent import LatentL1Loss, LatentL2Loss, latent_error
 from diffsr.losses.report import LossReport, TermReport, log_report
 from diffsr.losses.schedules import Adaptive, Constant, Linear, Ramp, Schedule, Stages, build_schedule
-from diffsr.losses.stack import DeadTermError, LossStack, LossTerm, NonFiniteError
+from diffsr.losses.stack import DeadTermError, LossStack, NonFiniteError
+from diffsr.losses.term import LossTerm
 
 _LAZY_MODULES = {
     "pixel", "ssim", "perceptual", "frequency", "edges", "adversarial", "feature", "latent_perceptual",

@@ -19,7 +19,8 @@ from diffsr.core.registry import Registry
 from diffsr.losses.gates import build_gate
 from diffsr.losses.latent import LatentL1Loss, LatentL2Loss
 from diffsr.losses.schedules import build_schedule
-from diffsr.losses.stack import LossStack, LossTerm
+from diffsr.losses.stack import LossStack
+from diffsr.losses.term import LossTerm
 
 __all__ = ["LATENT_SPACE_TERMS", "TERMS", "build_loss_stack", "build_term_module"]
 
