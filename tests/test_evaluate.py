@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from scipy.ndimage import gaussian_filter
 from skimage.metrics import peak_signal_noise_ratio
 
 from diffsr.core.errors import DiffsrError
+from diffsr.eval import EvalOptions
 from diffsr.eval.evaluate import EvalItem, bicubic, evaluate
 from diffsr.eval.metrics import Conventions
 
@@ -182,3 +184,24 @@ def test_mapping_items_and_explicit_scale_check(tmp_path: Path) -> None:
             lpips=False,
             figures=False,
         )
+
+
+def test_options_object_equals_keywords_and_a_keyword_overrides_it(tmp_path: Path) -> None:
+    items, conv = _items(n=2), Conventions(crop_border=2)
+    methods = {"bicubic": bicubic, "nearest": nearest}
+    by_keywords = evaluate(items, methods, conv, tmp_path / "a", lpips=False, figures=False, n_boot=50, seed=1)
+    # lpips=True in the options would add an "lpips" metric: the keyword must win
+    options = EvalOptions(lpips=True, figures=False, n_boot=50, seed=1)
+    by_options = evaluate(items, methods, conv, tmp_path / "b", options, lpips=False)
+    for key in ("per_image", "summary", "paired", "steps_sweep", "notes"):
+        assert by_options[key] == by_keywords[key], key
+    assert by_options["meta"]["bootstrap_resamples"] == 50 and "lpips" not in by_options["summary"]["bicubic"]
+    assert options.lpips is True  # frozen: evaluate did not change it
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.seed = 2  # type: ignore[misc]
+
+
+def test_unknown_keyword_is_a_type_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'n_crop' \(did you mean 'n_crops'\?\)"):
+        evaluate(_items(n=1), {"bicubic": bicubic}, Conventions(crop_border=2), tmp_path / "out", n_crop=1)
+    assert not (tmp_path / "out").exists()  # rejected before anything is run or written

@@ -42,11 +42,11 @@ from diffsr.data.degrade import (
 )
 from diffsr.losses import GATES, SCHEDULES, TERMS, TermBase
 from diffsr.losses.adversarial import GANTerm
-from diffsr.losses.build import LatentTerm
 from diffsr.losses.edges import EdgeTerm
 from diffsr.losses.feature import FeatureTerm
 from diffsr.losses.frequency import FFLTerm
 from diffsr.losses.gates import BinsGateConfig, HardGateConfig, LinearGateConfig, NoGateConfig
+from diffsr.losses.latent import LatentTerm
 from diffsr.losses.latent_perceptual import LatentPerceptualTerm
 from diffsr.losses.perceptual import LPIPSTerm
 from diffsr.losses.pixel import CharbonnierTerm, PixelTerm

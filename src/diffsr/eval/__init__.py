@@ -1,7 +1,7 @@
 """Evaluation: metrics under pinned conventions, statistics, reports and cost benchmarks."""
 
 from diffsr.eval.bench import benchmark_model, format_table, write_json
-from diffsr.eval.evaluate import EvalItem, Method, bicubic, evaluate
+from diffsr.eval.evaluate import EvalItem, EvalOptions, Method, bicubic, evaluate
 from diffsr.eval.metrics import (
     METRIC_INFO,
     Conventions,
@@ -19,6 +19,7 @@ __all__ = [
     "METRIC_INFO",
     "Conventions",
     "EvalItem",
+    "EvalOptions",
     "Method",
     "MetricSuite",
     "benchmark_model",

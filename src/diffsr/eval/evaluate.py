@@ -11,6 +11,7 @@ atomically.
 from __future__ import annotations
 
 import datetime
+import difflib
 import heapq
 import json
 import logging
@@ -18,6 +19,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,54 +146,141 @@ def _montage_selection(items: list[Any], max_volumes: int, per_volume: int) -> d
     return chosen
 
 
+@dataclass(frozen=True)
+class EvalOptions:
+    """How :func:`evaluate` runs; every field defaults to what ``evaluate`` always did.
+
+    steps_sweep: method name -> {sampling steps: method}; gives the metrics-vs-steps table
+        and plot.
+    lr_key, hr_key: where an item keeps its LR and HR images.
+    scale: checked against every item (inferred from the first item when None).
+    device: where the LR input is placed before a method is called (and what the timing
+        synchronises); metrics are computed on the CPU in float64.
+    lpips, ms_ssim: compute these metrics too.
+    figures: write the figures (metrics bars, steps sweep, zoomed crops, slice montages).
+    save_outputs: also write every SR image to ``out_dir/outputs/<method>/<item>.png``.
+    highlight: the method whose error map the crop figures show (default: best mean PSNR
+        among the non-reference methods).
+    n_crops: how many images get a zoomed-crop figure (those where the methods differ most).
+    reproduce: the command that regenerates the results (metrics.json and the report).
+    title: the report's title (default "diffsr evaluation").
+    seed: ``torch.manual_seed(seed + image index)`` before each method call, so stochastic
+        samplers see the same noise per image whatever the method order; also seeds the
+        bootstrap.
+    n_boot: bootstrap resamples of every confidence interval.
+    inputs: how the test pairs were made (data, degradation, seed, crop ...); written to
+        metrics.json ``inputs`` and to the report's notes.
+    """
+
+    steps_sweep: Mapping[str, Mapping[int, Method]] | None = None
+    lr_key: str = "lr"
+    hr_key: str = "hr"
+    scale: int | None = None
+    device: str | torch.device = "cpu"
+    lpips: bool = True
+    ms_ssim: bool = False
+    figures: bool = True
+    save_outputs: bool = False
+    highlight: str | None = None
+    n_crops: int = 2
+    reproduce: str | None = None
+    title: str | None = None
+    seed: int = 0
+    n_boot: int = N_BOOT
+    inputs: Mapping[str, Any] | None = None
+
+
+def _options(options: EvalOptions | None, kwargs: Mapping[str, Any]) -> EvalOptions:
+    """``options`` (default: all defaults) with the keyword arguments of :func:`evaluate` applied."""
+    known = {f.name for f in fields(EvalOptions)}
+    for key in kwargs:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"evaluate() got an unexpected keyword argument {key!r}{hint}")
+    return replace(options or EvalOptions(), **kwargs)
+
+
+#: (mean spread of the methods in the crop, -item index, method -> sr): a min-heap of the
+#: ``n_crops`` items where the methods differ most
+_CropHeap = list[tuple[float, int, dict[str, Tensor]]]
+
+
+@dataclass
+class _Runs:
+    """What running every method on every item gave: metrics, timings, figure material."""
+
+    scale: int
+    per_image: dict[str, dict[str, dict[str, float]]]  # method -> image -> metric -> value
+    seconds: dict[str, list[float]]  # method -> seconds per image
+    crop_heap: _CropHeap
+    montage: dict[str, list[int]]  # volume -> item indices of its montage
+    montage_srs: dict[int, dict[str, Tensor]]  # item index -> method -> sr
+
+
 def evaluate(
     items: Iterable[Any],
     methods: Mapping[str, Method],
     conv: Conventions,
     out_dir: str | Path,
-    *,
-    steps_sweep: Mapping[str, Mapping[int, Method]] | None = None,
-    lr_key: str = "lr",
-    hr_key: str = "hr",
-    scale: int | None = None,
-    device: str | torch.device = "cpu",
-    lpips: bool = True,
-    ms_ssim: bool = False,
-    figures: bool = True,
-    save_outputs: bool = False,
-    highlight: str | None = None,
-    n_crops: int = 2,
-    reproduce: str | None = None,
-    title: str | None = None,
-    seed: int = 0,
-    n_boot: int = N_BOOT,
-    inputs: Mapping[str, Any] | None = None,
+    options: EvalOptions | None = None,
+    **kwargs: Any,
 ) -> dict[str, Any]:
     """Evaluate ``methods`` on ``items``; write metrics.json, report.md and figures to ``out_dir``.
 
     items: :class:`EvalItem` or mappings with ``name``, ``hr`` (1, C, H, W) and ``lr``
         (under ``lr_key``), optionally ``volume`` and ``slice_index``.
     methods: name -> method; the FIRST is the reference of the paired comparisons.
-    steps_sweep: method name -> {sampling steps: method}; gives the metrics-vs-steps table
-        and plot.
-    scale: checked against every item (inferred from the first item when None).
-    device: where the LR input is placed before a method is called (and what the timing
-        synchronises); metrics are computed on the CPU in float64.
-    highlight: the method whose error map the crop figures show (default: best mean PSNR
-        among the non-reference methods).
-    save_outputs: also write every SR image to ``out_dir/outputs/<method>/<item>.png``.
-    seed: ``torch.manual_seed(seed + image index)`` before each method call, so stochastic
-        samplers see the same noise per image whatever the method order.
-    inputs: how the test pairs were made (data, degradation, seed, crop ...); written to
-        metrics.json ``inputs`` and to the report's notes.
+    options: an :class:`EvalOptions`; any of its fields may also be given as a keyword
+        argument (``evaluate(..., scale=4, lpips=False)``), which overrides ``options``. An
+        unknown keyword is a TypeError.
 
     Returns the metrics.json content (non-finite numbers as None).
     """
+    opts = _options(options, kwargs)
+    items = _check_items(items, methods, opts)
+    method_names = list(methods)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(opts.device)
+    suite = MetricSuite(conv, lpips=opts.lpips, ms_ssim=opts.ms_ssim)
+    run = _Runner(device, opts.seed)
+    runs = _run_methods(items, methods, suite, run, conv, out_dir, opts)
+    metric_names = suite.names
+    statistics = _statistics(items, method_names, metric_names, runs, opts)
+    sweep_results = _sweep(items, metric_names, suite, run, runs.scale, opts)
+    results = _assemble_results(methods, conv, suite, runs, statistics, sweep_results, device, len(items), opts)
+
+    figure_files: dict[str, str] = {}
+    if opts.figures:
+        figure_files = _write_figures(
+            out_dir,
+            results,
+            items,
+            methods=method_names,
+            highlight=opts.highlight,
+            crop_heap=runs.crop_heap,
+            montage=runs.montage,
+            montage_srs=runs.montage_srs,
+            conv=conv,
+            scale=runs.scale,
+            lr_key=opts.lr_key,
+            hr_key=opts.hr_key,
+        )
+    results["figures"] = figure_files
+    atomic_write_text(out_dir / "metrics.json", json.dumps(results, indent=2, allow_nan=False) + "\n")
+    report.write_report_md(out_dir / "report.md", results, figures=figure_files, reproduce=opts.reproduce)
+    return results
+
+
+def _check_items(items: Iterable[Any], methods: Mapping[str, Method], opts: EvalOptions) -> list[Any]:
+    """The items as a list, each with a unique name, an HR and an LR image; at least one method."""
     items = list(items)
     if not items:
         raise DataError("evaluate: no test images")
     if not methods:
         raise DiffsrError("evaluate: no methods given")
+    hr_key, lr_key = opts.hr_key, opts.lr_key
     names_seen: set[str] = set()
     for i, item in enumerate(items):
         name = _get(item, "name")
@@ -200,25 +289,31 @@ def evaluate(
         if str(name) in names_seen:
             raise DataError(f"item {i}: duplicate image name '{name}'")
         names_seen.add(str(name))
+    return items
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
-    suite = MetricSuite(conv, lpips=lpips, ms_ssim=ms_ssim)
-    run = _Runner(device, seed)
+
+def _run_methods(
+    items: list[Any],
+    methods: Mapping[str, Method],
+    suite: MetricSuite,
+    run: _Runner,
+    conv: Conventions,
+    out_dir: Path,
+    opts: EvalOptions,
+) -> _Runs:
+    """Every method on every item, in order: metrics, timings, and the SR images the figures need."""
     method_names = list(methods)
-    reference = method_names[0]
-
+    scale = opts.scale
     per_image: dict[str, dict[str, dict[str, float]]] = {m: {} for m in method_names}
     seconds: dict[str, list[float]] = {m: [] for m in method_names}
-    crop_heap: list[tuple[float, int, dict[str, Tensor]]] = []
-    montage = _montage_selection(items, max_volumes=2, per_volume=6) if figures else {}
+    crop_heap: _CropHeap = []
+    montage = _montage_selection(items, max_volumes=2, per_volume=6) if opts.figures else {}
     montage_index = {i for idx in montage.values() for i in idx}
     montage_srs: dict[int, dict[str, Tensor]] = {}
 
     for index, item in enumerate(items):
         name = str(_get(item, "name"))
-        hr, lr = _get(item, hr_key).detach().cpu(), _get(item, lr_key).detach().cpu()
+        hr, lr = _get(item, opts.hr_key).detach().cpu(), _get(item, opts.lr_key).detach().cpu()
         item_scale = _scale_of(hr, lr, name)
         if scale is None:
             scale = item_scale
@@ -231,25 +326,39 @@ def evaluate(
             seconds[method_name].append(dt)
             values = suite(sr, hr)
             per_image[method_name][name] = {k: float(v[0]) for k, v in values.items()}
-            if save_outputs:
+            if opts.save_outputs:
                 _save_png(out_dir / "outputs" / _safe(method_name) / f"{_safe(name)}.png", sr, conv)
         log.info("%s: %s", name, ", ".join(f"{m} {per_image[m][name]['psnr']:.2f} dB" for m in method_names))
-        if figures and n_crops > 0:
-            h, w = hr.shape[-2:]
-            _, _, score = report.choose_crop(srs, hr, report.crop_size_for(h, w))
-            entry = (score, -index, srs)
-            if len(crop_heap) < n_crops:
-                heapq.heappush(crop_heap, entry)
-            elif entry[:2] > crop_heap[0][:2]:
-                heapq.heapreplace(crop_heap, entry)
+        if opts.figures and opts.n_crops > 0:
+            _keep_crop(crop_heap, srs, hr, index, opts.n_crops)
         if index in montage_index:
             montage_srs[index] = srs
+    assert scale is not None  # items is not empty
+    return _Runs(scale, per_image, seconds, crop_heap, montage, montage_srs)
 
-    metric_names = suite.names
+
+def _keep_crop(crop_heap: _CropHeap, srs: dict[str, Tensor], hr: Tensor, index: int, n_crops: int) -> None:
+    """Keep the ``n_crops`` items where the methods differ most (ties: the earlier item)."""
+    h, w = hr.shape[-2:]
+    _, _, score = report.choose_crop(srs, hr, report.crop_size_for(h, w))
+    entry = (score, -index, srs)
+    if len(crop_heap) < n_crops:
+        heapq.heappush(crop_heap, entry)
+    elif entry[:2] > crop_heap[0][:2]:
+        heapq.heapreplace(crop_heap, entry)
+
+
+def _statistics(
+    items: list[Any], method_names: list[str], metric_names: list[str], runs: _Runs, opts: EvalOptions
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Per method and metric: the summary (mean, std, bootstrap CI), the paired difference with
+    the first method on the same images, and the timing."""
     image_names = [str(_get(item, "name")) for item in items]
+    reference = method_names[0]
+    n_boot, seed = opts.n_boot, opts.seed
 
     def column(method: str, metric: str) -> np.ndarray:
-        return np.array([per_image[method][img][metric] for img in image_names], dtype=np.float64)
+        return np.array([runs.per_image[method][img][metric] for img in image_names], dtype=np.float64)
 
     summary = {
         m: {k: summarize(column(m, k), n_boot=n_boot, seed=seed) for k in metric_names} for m in method_names
@@ -268,44 +377,74 @@ def evaluate(
             "seconds_total": float(np.sum(s)),
             "n_images": len(s),
         }
-        for m, s in seconds.items()
+        for m, s in runs.seconds.items()
     }
+    return summary, paired, timing
 
+
+def _sweep(
+    items: list[Any], metric_names: list[str], suite: MetricSuite, run: _Runner, scale: int, opts: EvalOptions
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """method -> str(sampling steps) -> metric -> summary, over every item (``opts.steps_sweep``)."""
     sweep_results: dict[str, dict[str, dict[str, Any]]] = {}
-    for method_name, by_steps in (steps_sweep or {}).items():
+    for method_name, by_steps in (opts.steps_sweep or {}).items():
         sweep_results[method_name] = {}
         for steps, fn in sorted(by_steps.items()):
             values: dict[str, list[float]] = {k: [] for k in metric_names}
             for index, item in enumerate(items):
-                hr, lr = _get(item, hr_key).detach().cpu(), _get(item, lr_key).detach().cpu()
+                hr, lr = _get(item, opts.hr_key).detach().cpu(), _get(item, opts.lr_key).detach().cpu()
                 sr, _ = run(f"{method_name}@{steps}", fn, lr, scale, hr, index, str(_get(item, "name")))
                 for k, v in suite(sr, hr).items():
                     values[k].append(float(v[0]))
             sweep_results[method_name][str(steps)] = {
-                k: summarize(v, n_boot=n_boot, seed=seed) for k, v in values.items()
+                k: summarize(v, n_boot=opts.n_boot, seed=opts.seed) for k, v in values.items()
             }
+    return sweep_results
 
+
+def _notes(
+    suite: MetricSuite, method_names: list[str], runs: _Runs, device: torch.device, opts: EvalOptions
+) -> list[str]:
+    """The report's notes: metric conventions, inputs, what the comparisons and timings mean."""
     notes = list(suite.notes)
-    if inputs:
-        notes.append("inputs: " + ", ".join(f"{k} {v}" for k, v in inputs.items()))
-    notes.append(f"paired differences are method - {reference} on the same images")
+    if opts.inputs:
+        notes.append("inputs: " + ", ".join(f"{k} {v}" for k, v in opts.inputs.items()))
+    notes.append(f"paired differences are method - {method_names[0]} on the same images")
     notes.append(
         "timing: wall-clock seconds per image including the first call (report the median); "
         f"LR placed on {device}"
     )
+    per_image = runs.per_image
     if any(not math.isfinite(v) for m in method_names for img in per_image[m].values() for v in img.values()):
         notes.append(
             "some per-image values are not finite (e.g. PSNR of an exact copy): written as null "
             "and left out of the statistics"
         )
+    return notes
 
+
+def _assemble_results(
+    methods: Mapping[str, Method],
+    conv: Conventions,
+    suite: MetricSuite,
+    runs: _Runs,
+    statistics: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
+    sweep_results: dict[str, dict[str, dict[str, Any]]],
+    device: torch.device,
+    n_images: int,
+    opts: EvalOptions,
+) -> dict[str, Any]:
+    """The metrics.json content, figures aside (non-finite numbers as None)."""
+    method_names = list(methods)
+    metric_names = suite.names
+    summary, paired, timing = statistics
     results: dict[str, Any] = {
-        "title": title or "diffsr evaluation",
+        "title": opts.title or "diffsr evaluation",
         "conventions": conv.to_dict(),
         "methods": method_names,
-        "reference": reference,
+        "reference": method_names[0],
         "metric_info": {k: METRIC_INFO[k] for k in metric_names},
-        "per_image": per_image,
+        "per_image": runs.per_image,
         "summary": summary,
         "paired": paired,
         "timing": timing,
@@ -315,39 +454,18 @@ def evaluate(
         "device": str(device),
         "steps_sweep": sweep_results,
         "meta": {
-            "scale": scale,
-            "images": len(items),
-            "bootstrap_resamples": n_boot,
-            "seed": seed,
+            "scale": runs.scale,
+            "images": n_images,
+            "bootstrap_resamples": opts.n_boot,
+            "seed": opts.seed,
             "torch": torch.__version__,
             "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         },
-        "inputs": dict(inputs or {}),
-        "reproduce": reproduce,
-        "notes": notes,
+        "inputs": dict(opts.inputs or {}),
+        "reproduce": opts.reproduce,
+        "notes": _notes(suite, method_names, runs, device, opts),
     }
-    results = _json_safe(results)
-
-    figure_files: dict[str, str] = {}
-    if figures:
-        figure_files = _write_figures(
-            out_dir,
-            results,
-            items,
-            methods=method_names,
-            highlight=highlight,
-            crop_heap=crop_heap,
-            montage=montage,
-            montage_srs=montage_srs,
-            conv=conv,
-            scale=scale,
-            lr_key=lr_key,
-            hr_key=hr_key,
-        )
-    results["figures"] = figure_files
-    atomic_write_text(out_dir / "metrics.json", json.dumps(results, indent=2, allow_nan=False) + "\n")
-    report.write_report_md(out_dir / "report.md", results, figures=figure_files, reproduce=reproduce)
-    return results
+    return _json_safe(results)
 
 
 def _write_figures(

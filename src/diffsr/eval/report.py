@@ -280,20 +280,42 @@ def write_report_md(
     summary = results["summary"]
     metrics = [m for m in METRIC_INFO if any(m in summary.get(name, {}) for name in methods)]
     reference = results.get("reference", methods[0])
+    lines = [
+        *_head_section(results, reproduce or results.get("reproduce")),
+        *_conventions_section(results["conventions"]),
+        *_results_section(summary, methods, metrics),
+        *_paired_section(results.get("paired", {}), metrics, reference),
+        *_timing_section(results),
+        *_sweep_section(results.get("steps_sweep") or {}, metrics),
+        *_figures_section(figures),
+        *_notes_section(results.get("notes", [])),
+    ]
+    atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def _head_section(results: Mapping[str, Any], reproduce: str | None) -> list[str]:
+    """Title, the meta line and the reproduce command."""
     lines = [f"# {results.get('title') or 'diffsr evaluation'}", ""]
     meta = results.get("meta", {})
     if meta:
         lines += [", ".join(f"{k}: {v}" for k, v in meta.items()), ""]
-    reproduce = reproduce or results.get("reproduce")
     if reproduce:
         lines += ["Reproduce:", "", "```", reproduce, "```", ""]
+    return lines
 
-    lines += ["## Conventions", "", "| setting | value |", "|---|---|"]
-    for key, value in results["conventions"].items():
+
+def _conventions_section(conventions: Mapping[str, Any]) -> list[str]:
+    lines = ["## Conventions", "", "| setting | value |", "|---|---|"]
+    for key, value in conventions.items():
         lines.append(f"| {key} | {_cell('n/a' if value is None else str(value))} |")
     lines.append("")
+    return lines
 
-    lines += [
+
+def _results_section(summary: Mapping[str, Any], methods: list[str], metrics: list[str]) -> list[str]:
+    """Mean ± std [CI] per method and metric."""
+    lines = [
         "## Results",
         "",
         "Mean ± std over images, [95 % percentile-bootstrap CI of the mean, 2000 resamples].",
@@ -313,84 +335,102 @@ def write_report_md(
             cells.append(f"{_fmt(s['mean'], d)} ± {_fmt(s['std'], d)} [{_fmt(lo, d)}, {_fmt(hi, d)}]")
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     lines.append("")
+    return lines
 
-    paired = results.get("paired", {})
-    if paired:
-        lines += [
-            f"## Paired differences vs {reference}",
-            "",
-            "Mean of per-image (method - reference), [95 % bootstrap CI], images where the "
-            "difference is > 0 / < 0. A CI excluding 0 is marked *.",
-            "",
-        ]
-        header = ["method", *[METRIC_LABELS.get(m, m) for m in metrics]]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for name, by_metric in paired.items():
-            cells = [name]
+
+def _paired_section(paired: Mapping[str, Any], metrics: list[str], reference: str) -> list[str]:
+    """Mean per-image difference with the reference [CI] (wins/losses); nothing without pairs."""
+    if not paired:
+        return []
+    lines = [
+        f"## Paired differences vs {reference}",
+        "",
+        "Mean of per-image (method - reference), [95 % bootstrap CI], images where the "
+        "difference is > 0 / < 0. A CI excluding 0 is marked *.",
+        "",
+    ]
+    header = ["method", *[METRIC_LABELS.get(m, m) for m in metrics]]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, by_metric in paired.items():
+        cells = [name]
+        for m in metrics:
+            p = by_metric.get(m)
+            if not p:
+                cells.append("n/a")
+                continue
+            d = _digits(m)
+            lo, hi = p["ci95"]
+            star = "*" if lo is not None and hi is not None and (lo > 0 or hi < 0) else ""
+            cells.append(
+                f"{_fmt(p['mean_diff'], d)}{star} [{_fmt(lo, d)}, {_fmt(hi, d)}] "
+                f"({p.get('wins', '?')}/{p.get('losses', '?')})"
+            )
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _timing_section(results: Mapping[str, Any]) -> list[str]:
+    """Parameters, sampling steps and seconds per image of each method; nothing without timings."""
+    timing = results.get("timing", {})
+    if not timing:
+        return []
+    lines = [
+        f"## Timing ({results.get('device', 'cpu')})",
+        "",
+        "| method | parameters | sampling steps | median s/image | mean s/image | total s | images |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    models = results.get("models", {})
+    for name, t in timing.items():
+        info = models.get(name) or {}
+        params = "n/a" if info.get("params") is None else f"{info['params']:,}"
+        steps = "n/a" if info.get("sampling_steps") is None else str(info["sampling_steps"])
+        lines.append(
+            f"| {_cell(name)} | {params} | {steps} | {_fmt(t['seconds_per_image_median'])} "
+            f"| {_fmt(t['seconds_per_image_mean'])} | {_fmt(t['seconds_total'], 2)} | {t['n_images']} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _sweep_section(sweep: Mapping[str, Any], metrics: list[str]) -> list[str]:
+    """Mean [CI] per method, number of sampling steps and metric; nothing without a sweep."""
+    if not sweep:
+        return []
+    labels = " | ".join(METRIC_LABELS.get(m, m) for m in metrics)
+    lines = [
+        "## Sampling steps",
+        "",
+        f"| method | steps | {labels} |",
+        "|---|---|" + "---|" * len(metrics),
+    ]
+    for name, by_steps in sweep.items():
+        for steps in sorted(by_steps, key=int):
+            cells = [name, str(steps)]
             for m in metrics:
-                p = by_metric.get(m)
-                if not p:
-                    cells.append("n/a")
-                    continue
+                s = by_steps[steps].get(m)
                 d = _digits(m)
-                lo, hi = p["ci95"]
-                star = "*" if lo is not None and hi is not None and (lo > 0 or hi < 0) else ""
                 cells.append(
-                    f"{_fmt(p['mean_diff'], d)}{star} [{_fmt(lo, d)}, {_fmt(hi, d)}] "
-                    f"({p.get('wins', '?')}/{p.get('losses', '?')})"
+                    f"{_fmt(s['mean'], d)} [{_fmt(s['ci95'][0], d)}, {_fmt(s['ci95'][1], d)}]"
+                    if s
+                    else "n/a"
                 )
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-        lines.append("")
+    lines.append("")
+    return lines
 
-    timing = results.get("timing", {})
-    if timing:
-        lines += [
-            f"## Timing ({results.get('device', 'cpu')})",
-            "",
-            "| method | parameters | sampling steps | median s/image | mean s/image | total s | images |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        models = results.get("models", {})
-        for name, t in timing.items():
-            info = models.get(name) or {}
-            params = "n/a" if info.get("params") is None else f"{info['params']:,}"
-            steps = "n/a" if info.get("sampling_steps") is None else str(info["sampling_steps"])
-            lines.append(
-                f"| {_cell(name)} | {params} | {steps} | {_fmt(t['seconds_per_image_median'])} "
-                f"| {_fmt(t['seconds_per_image_mean'])} | {_fmt(t['seconds_total'], 2)} | {t['n_images']} |"
-            )
-        lines.append("")
 
-    sweep = results.get("steps_sweep") or {}
-    if sweep:
-        labels = " | ".join(METRIC_LABELS.get(m, m) for m in metrics)
-        lines += [
-            "## Sampling steps",
-            "",
-            f"| method | steps | {labels} |",
-            "|---|---|" + "---|" * len(metrics),
-        ]
-        for name, by_steps in sweep.items():
-            for steps in sorted(by_steps, key=int):
-                cells = [name, str(steps)]
-                for m in metrics:
-                    s = by_steps[steps].get(m)
-                    d = _digits(m)
-                    cells.append(
-                        f"{_fmt(s['mean'], d)} [{_fmt(s['ci95'][0], d)}, {_fmt(s['ci95'][1], d)}]"
-                        if s
-                        else "n/a"
-                    )
-                lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-        lines.append("")
+def _figures_section(figures: Mapping[str, str] | None) -> list[str]:
+    if not figures:
+        return []
+    lines = ["## Figures", ""]
+    for caption, name in figures.items():
+        lines += [f"**{caption}**", "", f"![{caption}]({name})", ""]
+    return lines
 
-    if figures:
-        lines += ["## Figures", ""]
-        for caption, name in figures.items():
-            lines += [f"**{caption}**", "", f"![{caption}]({name})", ""]
 
-    notes = results.get("notes", [])
-    if notes:
-        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    atomic_write_text(path, "\n".join(lines))
-    return path
+def _notes_section(notes: Sequence[str]) -> list[str]:
+    if not notes:
+        return []
+    return ["## Notes", ""] + [f"- {n}" for n in notes] + [""]

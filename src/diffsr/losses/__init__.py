@@ -18,6 +18,7 @@ from diffsr.losses import (  # noqa: F401
     edges,
     feature,
     frequency,
+    latent,
     latent_perceptual,
     perceptual,
     pixel,
@@ -26,17 +27,11 @@ from diffsr.losses import (  # noqa: F401
 from diffsr.losses.base import TERMS, TermBase
 from diffsr.losses.build import build_loss_stack, build_term_module
 from diffsr.losses.gates import GATES, BinsGate, Gate, HardGate, LinearGate, NoGate, build_gate
+from diffsr.losses.latent import LatentL1Loss, LatentL2Loss, latent_error
 from diffsr.losses.report import LossReport, TermReport, log_report
 from diffsr.losses.schedules import SCHEDULES, Adaptive, Constant, Linear, Ramp, Schedule, Stages, build_schedule
-from diffsr.losses.stack import (
-    DeadTermError,
-    LatentL1Loss,
-    LatentL2Loss,
-    LossStack,
-    LossTerm,
-    NonFiniteError,
-    latent_error,
-)
+from diffsr.losses.stack import DeadTermError, LossStack, NonFiniteError
+from diffsr.losses.term import LossTerm
 
 __all__ = [
     "GATES",

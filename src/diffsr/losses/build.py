@@ -8,34 +8,19 @@ one module and lpips-like dependencies are imported only when a term that needs 
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
 from torch import nn
 
-from diffsr.losses.base import TERMS, TermBase
+from diffsr.losses.base import TERMS
 from diffsr.losses.gates import build_gate
 from diffsr.losses.schedules import build_schedule
-from diffsr.losses.stack import LatentL1Loss, LatentL2Loss, LossStack, LossTerm
+from diffsr.losses.stack import LossStack
+from diffsr.losses.term import LossTerm
 
-__all__ = ["TERMS", "LatentTerm", "build_loss_stack", "build_term_module", "term_space"]
+__all__ = ["TERMS", "build_loss_stack", "build_term_module", "term_space"]
 
 logger = logging.getLogger(__name__)
-
-
-class LatentTerm(TermBase):
-    """L1 / L2 between z0_hat and z0 in the latent space (no decode)."""
-
-    name: Literal["latent_l1", "latent_l2"]
-
-
-@TERMS.register("latent_l1", config=LatentTerm, space="latent")
-def _build_latent_l1(cfg: LatentTerm, **_: Any) -> nn.Module:
-    return LatentL1Loss()
-
-
-@TERMS.register("latent_l2", config=LatentTerm, space="latent")
-def _build_latent_l2(cfg: LatentTerm, **_: Any) -> nn.Module:
-    return LatentL2Loss()
 
 
 def term_space(name: str) -> str:

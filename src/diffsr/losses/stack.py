@@ -31,17 +31,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffsr.core.errors import ConfigError, DiffsrError
-from diffsr.losses.gates import Gate, NoGate
+from diffsr.losses.latent import LatentL1Loss, LatentL2Loss, latent_error
+from diffsr.losses.latent import _resize_mask as _resize_mask
+from diffsr.losses.plan import StepPlan, plan_step
 from diffsr.losses.report import LossReport
-from diffsr.losses.schedules import Adaptive, Schedule, build_schedule
+from diffsr.losses.schedules import Adaptive
+from diffsr.losses.term import LossTerm
 
 __all__ = [
     "DeadTermError",
@@ -52,7 +54,7 @@ __all__ = [
     "LossTerm",
     "NonFiniteError",
     "latent_error",
-]
+]  # LossTerm (diffsr.losses.term) and the latent terms (diffsr.losses.latent) are re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -70,102 +72,6 @@ class DeadTermError(DiffsrError):
     """A loss term was active for many steps but contributed exactly 0 every time."""
 
 
-# ----------------------------------------------------------------------------- latent terms
-
-
-def _resize_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
-    """A (B, 1, H, W) image-space mask at a latent size (area average: fraction of valid pixels)."""
-    if tuple(mask.shape[-2:]) == tuple(size):
-        return mask
-    return F.interpolate(mask.to(torch.promote_types(mask.dtype, torch.float32)), size=size, mode="area")
-
-
-def latent_error(z0_hat: Tensor, z0: Tensor, mask: Tensor | None = None, *, p: int = 1) -> Tensor:
-    """Per-sample mean |z0_hat - z0|^p (B,), masked (the mask is resized to the latent grid).
-
-    z0_hat, z0: (B, C, h, w). mask: (B, 1, H, W) at image or latent resolution, 1 = valid.
-    """
-    if z0_hat.shape != z0.shape:
-        raise ValueError(f"z0_hat {tuple(z0_hat.shape)} and z0 {tuple(z0.shape)} differ")
-    diff = z0_hat - z0
-    err = diff.abs() if p == 1 else diff.pow(2)
-    if mask is None:
-        return err.flatten(1).mean(1)
-    m = _resize_mask(mask, tuple(z0.shape[-2:])).to(err.dtype)
-    num = (err * m).flatten(1).sum(1)
-    den = (m.flatten(1).sum(1) * err.shape[1]).clamp_min(1e-8)
-    return num / den
-
-
-class LatentL1Loss(nn.Module):
-    """Per-sample mean |z0_hat - z0| in the latent space (no decode)."""
-
-    def forward(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-        return latent_error(pred, target, mask, p=1)
-
-
-class LatentL2Loss(nn.Module):
-    """Per-sample mean (z0_hat - z0)^2 in the latent space (no decode)."""
-
-    def forward(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-        return latent_error(pred, target, mask, p=2)
-
-
-# ----------------------------------------------------------------------------- terms
-
-
-def _is_gan(term: LossTerm) -> bool:
-    """A pixel-space term that trains its own discriminator (``discriminator_step``)."""
-    return term.space == "pixel" and hasattr(term.module, "discriminator_step")
-
-
-class _FunctionTerm(nn.Module):
-    """Wraps a plain function ``fn(pred, target, mask) -> (B,)`` as a module."""
-
-    def __init__(self, fn: Callable[[Tensor, Tensor, Tensor | None], Tensor]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.fn(pred, target, mask)
-
-
-@dataclass(eq=False)
-class LossTerm:
-    """One term of the stack.
-
-    key: name in reports and logs. module: ``module(pred, target, mask) -> (B,)`` per-sample
-    loss (an ``nn.Module`` or a plain function). space: "pixel" (pred = decoded x0_hat,
-    target = hr) or "latent" (pred = z0_hat, target = z0). weight: a :class:`Schedule` or a
-    number. gate: a :class:`Gate` (None: open for every t). paired_only: unpaired rows get
-    factor 0.
-    """
-
-    key: str
-    module: Any
-    space: Literal["pixel", "latent"] = "pixel"
-    weight: Schedule | float = field(default_factory=lambda: build_schedule(1.0))
-    gate: Gate | None = None
-    paired_only: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.key or "." in self.key or self.key == "diffusion":
-            raise ConfigError(
-                f"loss term key {self.key!r} is not allowed (empty, contains '.', or 'diffusion')"
-            )
-        if self.space not in ("pixel", "latent"):
-            raise ConfigError(
-                f"loss term '{self.key}': space must be 'pixel' or 'latent', got {self.space!r}"
-            )
-        if not isinstance(self.module, nn.Module):
-            if not callable(self.module):
-                raise TypeError(f"loss term '{self.key}': module must be callable, got {type(self.module)}")
-            self.module = _FunctionTerm(self.module)
-        self.weight = build_schedule(self.weight)
-        if self.gate is None:
-            self.gate = NoGate()
-
-
 @dataclass
 class _Computed:
     """A term's result on one step (tensors still in the graph where they should be)."""
@@ -176,6 +82,20 @@ class _Computed:
     weight: Tensor | float
     active_fraction: float
     track_dead: bool = True
+
+
+@dataclass
+class _Decoded:
+    """The one shared decode of a step: x0_hat for the batch rows ``rows`` (long, CPU), in order.
+
+    x0_hat is None when no row needed pixel space. position: (B,) long on the CPU, batch row ->
+    row of x0_hat (-1: not decoded). calls: decoder calls made (chunks of one logical decode).
+    """
+
+    x0_hat: Tensor | None
+    rows: Tensor
+    position: Tensor
+    calls: int
 
 
 # ----------------------------------------------------------------------------- stack
@@ -383,6 +303,10 @@ class LossStack(nn.Module):
         terms. hr: (B, C, H, W) target images; z0: the target latent; mask: (B, 1, H, W), 1 =
         valid; paired: (B,) bool; diffusion: (B,) per-sample diffusion loss; last_layer: the
         parameter adaptive weights measure gradients at.
+
+        Three stages: :func:`~diffsr.losses.plan.plan_step` (factors and rows),
+        :meth:`_evaluate_terms` (the one decode and every term's contribution) and
+        :meth:`_finish` (non-finite policy, dead terms, total, report).
         """
         self._check_inputs(
             z0_hat=z0_hat, t=t, decode=decode, hr=hr, z0=z0, mask=mask, paired=paired,
@@ -393,127 +317,128 @@ class LossStack(nn.Module):
         device = z0_hat.device
         fdtype = torch.promote_types(z0_hat.dtype, torch.float32)
         self._gan_cache.clear()
+        plan = plan_step(self.terms, t=t, step=step, paired=paired, b=b, device=device, fdtype=fdtype)
+        results, decoded = self._evaluate_terms(
+            plan, z0_hat=z0_hat, step=step, decode=decode, hr=hr, z0=z0, mask=mask,
+            diffusion=diffusion, last_layer=last_layer,
+        )
+        return self._finish(results, b, device, fdtype, decoded.calls, decoded.rows.numel(), z0_hat)
 
-        # -- factors and the rows each term needs (one device sync for the whole plan)
-        weights: list[float] = []
-        gates: list[Tensor] = []  # gate(t) * pairing, without the schedule weight
-        factors: list[Tensor] = []
-        t_dev = t.detach().to(device)
-        for term in self.terms:
-            w = float(term.weight(step))
-            gate = term.gate(t_dev).to(fdtype)  # type: ignore[misc]
-            if term.paired_only and paired is not None:
-                gate = gate * paired.to(device=device, dtype=fdtype)
-            weights.append(w)
-            gates.append(gate)
-            factors.append(w * gate)
-        # a GAN term's discriminator learns on every row its gate (and pairing) opens, even while
-        # the generator-side weight is 0 (its warm-up): those rows are decoded too
-        gan = [k for k, term in enumerate(self.terms) if _is_gan(term)]
-        nt = len(self.terms)
-        rows_plan = factors + [gates[k] for k in gan]
-        plan = torch.stack(rows_plan).gt(0).cpu() if rows_plan else torch.zeros(0, b, dtype=torch.bool)
-        active = plan[:nt]
-        d_active = {k: plan[nt + i] for i, k in enumerate(gan)}
-        pixel_rows = torch.zeros(b, dtype=torch.bool)
-        for k, term in enumerate(self.terms):
-            if term.space == "pixel":
-                pixel_rows |= active[k]
-        for rows_k in d_active.values():
-            pixel_rows |= rows_k
-        paired_cpu = paired.detach().to("cpu", torch.bool) if paired is not None else None
-
-        # -- the one shared decode
-        decode_calls = 0
-        union = pixel_rows.nonzero().squeeze(1)
-        x0_hat: Tensor | None = None
-        union_pos = torch.full((b,), -1, dtype=torch.long)
-        if union.numel() > 0:
-            assert decode is not None
-            union_pos[union] = torch.arange(union.numel())
-            x0_hat, decode_calls = self._decode(decode, z0_hat, union.to(device), hr)
-
-        # -- diffusion term
+    # ------------------------------------------------------------------ stage 2: evaluate terms
+    # (stage 1, the plan, is diffsr.losses.plan.plan_step)
+    def _evaluate_terms(
+        self, plan: StepPlan, *, z0_hat: Tensor, step: int, decode: Decode | None, hr: Tensor | None,
+        z0: Tensor | None, mask: Tensor | None, diffusion: Tensor | None, last_layer: Tensor | None,
+    ) -> tuple[list[_Computed], _Decoded]:
+        """Decode the plan's pixel rows once, compute the diffusion term and every term, fill the
+        GAN caches. Returns the results (diffusion first, then the terms in order) and the decode."""
+        b = z0_hat.shape[0]
+        decoded = self._shared_decode(plan.pixel_rows, decode, z0_hat, hr)
         results: list[_Computed] = []
         ref: Tensor | None = None
         if diffusion is not None:
-            dw = self.diffusion_weight
-            diff = diffusion.float() if diffusion.dtype in (torch.float16, torch.bfloat16) else diffusion
-            raw, fraction = diff.detach().mean(), 1.0
-            if paired_cpu is not None and not bool(paired_cpu.all()):
-                # an unpaired row's "hr" is a placeholder (its lr_up): no diffusion target there.
-                # Normalised by the whole batch B, like a gated term (docs/losses.md)
-                keep = paired_cpu.to(diff.device)
-                diff = torch.where(keep, diff, torch.zeros_like(diff))
-                n_paired = int(paired_cpu.sum())
-                raw, fraction = diff.detach().sum() / max(n_paired, 1), n_paired / b
-            contribution = dw * diff.sum() / b if dw > 0 else None
-            results.append(
-                _Computed("diffusion", contribution, raw, dw, fraction if dw > 0 else 0.0, track_dead=fraction > 0)
-            )
-            ref = contribution
-
-        # -- the terms: non-adaptive first (the first one is the reference if there is no
-        # diffusion term), then adaptive ones
+            results.append(self._diffusion_term(diffusion, plan.paired, b))
+            ref = results[0].contribution
+        # non-adaptive terms first (the first one is the reference if there is no diffusion
+        # term), then adaptive ones
         order = sorted(range(len(self.terms)), key=lambda k: isinstance(self.terms[k].weight, Adaptive))
         computed: dict[int, _Computed] = {}
         for k in order:
-            term = self.terms[k]
-            module = term.module
-            if hasattr(module, "set_step"):
-                module.set_step(step)
-            rows_cpu = active[k].nonzero().squeeze(1)
-            n = rows_cpu.numel()
-            track = self._step >= int(getattr(module, "warmup", 0) or 0)
-            if n == 0:
-                ratio = self._ratios.get(term.key) if isinstance(term.weight, Adaptive) else None
-                w_report: Tensor | float = weights[k] * ratio if ratio is not None else weights[k]
-                computed[k] = _Computed(term.key, None, None, w_report, 0.0, track)
-                continue
-            full = n == b
-            rows = None if full else rows_cpu.to(device)
-            m = mask if (mask is None or full) else mask[rows]
-            if term.space == "pixel":
-                assert x0_hat is not None and hr is not None
-                pred = x0_hat if n == union.numel() else x0_hat[union_pos[rows_cpu].to(device)]
-                target = hr if full else hr[rows]
-            else:
-                assert z0 is not None
-                pred = z0_hat if full else z0_hat[rows]
-                target = z0 if full else z0[rows]
-            loss = self._run_module(term, pred, target, m, n)
-            w_report = weights[k]
-            if isinstance(term.weight, Adaptive):
-                # the ratio compares the gated, batch-normalised term before its weight
-                assert last_layer is not None
-                g = gates[k] if full else gates[k][rows]
-                unweighted = (g.to(loss.dtype) * loss).sum() / b
-                ratio = self._adaptive_ratio(term, unweighted, ref, last_layer)
-                w_report = weights[k] * ratio
-                contribution = unweighted * w_report
-            else:
-                f = factors[k] if full else factors[k][rows]
-                contribution = (f.to(loss.dtype) * loss).sum() / b
-            if ref is None and not isinstance(term.weight, Adaptive):
-                ref = contribution
-            computed[k] = _Computed(term.key, contribution, loss.detach().mean(), w_report, n / b, track)
+            computed[k] = self._evaluate_term(
+                k, plan, decoded, ref, z0_hat=z0_hat, step=step, hr=hr, z0=z0, mask=mask, last_layer=last_layer
+            )
+            if ref is None and not isinstance(self.terms[k].weight, Adaptive):
+                ref = computed[k].contribution
         results += [computed[k] for k in range(len(self.terms))]
+        self._cache_gan(plan, decoded, hr, z0_hat)
+        return results, decoded
 
-        # -- what each discriminator learns from: fakes on its gate-open rows, reals on the
-        # paired ones among them (an unpaired row's hr is only a placeholder). Every GAN term
-        # gets an entry, maybe empty, so that every process steps its discriminator (collectives)
-        for k in gan:
-            d_rows = d_active[k].nonzero().squeeze(1)
-            if d_rows.numel() == 0 or hr is None or x0_hat is None:
+    def _shared_decode(self, rows: Tensor, decode: Decode | None, z0_hat: Tensor, hr: Tensor | None) -> _Decoded:
+        """x0_hat for the rows set in ``rows`` ((B,) bool, CPU); no decoder call when none is set."""
+        union = rows.nonzero().squeeze(1)
+        position = torch.full((rows.numel(),), -1, dtype=torch.long)
+        if union.numel() == 0:
+            return _Decoded(None, union, position, 0)
+        assert decode is not None
+        position[union] = torch.arange(union.numel())
+        x0_hat, calls = self._decode(decode, z0_hat, union.to(z0_hat.device), hr)
+        return _Decoded(x0_hat, union, position, calls)
+
+    def _diffusion_term(self, diffusion: Tensor, paired: Tensor | None, b: int) -> _Computed:
+        """The diffusion term: ``diffusion_weight * sum(diffusion) / B`` over the paired rows."""
+        dw = self.diffusion_weight
+        diff = diffusion.float() if diffusion.dtype in (torch.float16, torch.bfloat16) else diffusion
+        raw, fraction = diff.detach().mean(), 1.0
+        if paired is not None and not bool(paired.all()):
+            # an unpaired row's "hr" is a placeholder (its lr_up): no diffusion target there.
+            # Normalised by the whole batch B, like a gated term (docs/losses.md)
+            keep = paired.to(diff.device)
+            diff = torch.where(keep, diff, torch.zeros_like(diff))
+            n_paired = int(paired.sum())
+            raw, fraction = diff.detach().sum() / max(n_paired, 1), n_paired / b
+        contribution = dw * diff.sum() / b if dw > 0 else None
+        return _Computed("diffusion", contribution, raw, dw, fraction if dw > 0 else 0.0, track_dead=fraction > 0)
+
+    def _evaluate_term(
+        self, k: int, plan: StepPlan, decoded: _Decoded, ref: Tensor | None, *, z0_hat: Tensor, step: int,
+        hr: Tensor | None, z0: Tensor | None, mask: Tensor | None, last_layer: Tensor | None,
+    ) -> _Computed:
+        """Term ``k`` on its active rows: per-sample loss, contribution (batch-normalised), report."""
+        term = self.terms[k]
+        module = term.module
+        if hasattr(module, "set_step"):
+            module.set_step(step)
+        b, device = z0_hat.shape[0], z0_hat.device
+        rows_cpu = plan.active[k].nonzero().squeeze(1)
+        n = rows_cpu.numel()
+        track = self._step >= int(getattr(module, "warmup", 0) or 0)
+        if n == 0:
+            ratio = self._ratios.get(term.key) if isinstance(term.weight, Adaptive) else None
+            w_report: Tensor | float = plan.weights[k] * ratio if ratio is not None else plan.weights[k]
+            return _Computed(term.key, None, None, w_report, 0.0, track)
+        full = n == b
+        rows = None if full else rows_cpu.to(device)
+        m = mask if (mask is None or full) else mask[rows]
+        if term.space == "pixel":
+            x0_hat = decoded.x0_hat
+            assert x0_hat is not None and hr is not None
+            pred = x0_hat if n == decoded.rows.numel() else x0_hat[decoded.position[rows_cpu].to(device)]
+            target = hr if full else hr[rows]
+        else:
+            assert z0 is not None
+            pred = z0_hat if full else z0_hat[rows]
+            target = z0 if full else z0[rows]
+        loss = self._run_module(term, pred, target, m, n)
+        w_report = plan.weights[k]
+        if isinstance(term.weight, Adaptive):
+            # the ratio compares the gated, batch-normalised term before its weight
+            assert last_layer is not None
+            g = plan.gates[k] if full else plan.gates[k][rows]
+            unweighted = (g.to(loss.dtype) * loss).sum() / b
+            ratio = self._adaptive_ratio(term, unweighted, ref, last_layer)
+            w_report = plan.weights[k] * ratio
+            contribution = unweighted * w_report
+        else:
+            f = plan.factors[k] if full else plan.factors[k][rows]
+            contribution = (f.to(loss.dtype) * loss).sum() / b
+        return _Computed(term.key, contribution, loss.detach().mean(), w_report, n / b, track)
+
+    def _cache_gan(self, plan: StepPlan, decoded: _Decoded, hr: Tensor | None, z0_hat: Tensor) -> None:
+        """What each discriminator learns from: fakes on its gate-open rows, reals on the paired
+        ones among them (an unpaired row's hr is only a placeholder). Every GAN term gets an
+        entry, maybe empty, so that every process steps its discriminator (collectives)."""
+        device = z0_hat.device
+        for k, rows_k in plan.gan_rows.items():
+            d_rows = rows_k.nonzero().squeeze(1)
+            if d_rows.numel() == 0 or hr is None or decoded.x0_hat is None:
                 empty = (hr if hr is not None else z0_hat)[:0].detach()
                 self._gan_cache[self.terms[k].key] = (empty, empty)
                 continue
-            fake = x0_hat[union_pos[d_rows].to(device)].detach()
-            real_rows = d_rows if paired_cpu is None else d_rows[paired_cpu[d_rows]]
+            fake = decoded.x0_hat[decoded.position[d_rows].to(device)].detach()
+            real_rows = d_rows if plan.paired is None else d_rows[plan.paired[d_rows]]
             self._gan_cache[self.terms[k].key] = (hr[real_rows.to(device)].detach(), fake)
-        return self._finish(results, b, device, fdtype, decode_calls, union.numel(), z0_hat)
 
-    # ------------------------------------------------------------------ total, policies, report
+    # ------------------------------------------------------------------ stage 3: total, policies, report
     def _finish(
         self,
         results: list[_Computed],
