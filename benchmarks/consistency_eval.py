@@ -5,7 +5,7 @@ Trains small diffsr models with the Trainer for a few minutes each, then measure
 - ``consistency``: PSNR / SSIM / sharpness with and without sampling-time data consistency at
   1, 4 and 15 steps: Kirby21 MPRAGE slices x2 with k-space truncation (k-space replacement) and
   RoadScene test crops x4 bicubic (back-projection);
-- ``distill``: a one-step student (diffsr.distill) against its multi-step teacher: latency and
+- ``distill``: a one-step student (diffsr.train.distill) against its multi-step teacher: latency and
   quality;
 - ``rddm``: the rddm-dwt recipe trained with the same budget as the ResShift model;
 - ``feature``: the task-feature (AFP) loss term with a frozen TorchScript feature network;
@@ -151,7 +151,7 @@ def suite(scale: int) -> Any:
 
 def kspace_deviation(sr: torch.Tensor, lr: torch.Tensor, scale: int) -> float:
     """Largest |difference| of the kept (centre) k-space of sr and the measurement (ortho FFT)."""
-    from diffsr.consistency import kspace_mask, kspace_project
+    from diffsr.sampling.consistency import kspace_mask, kspace_project
 
     keep = torch.fft.ifftshift(kspace_mask(sr.shape[-2:], scale))
     a = torch.fft.fft2(sr.double(), norm="ortho")[..., keep]
@@ -204,7 +204,7 @@ def latency(fns: dict[str, Any], lr: torch.Tensor, repeat: int = 7) -> dict[str,
 
 
 def model_fn(loaded: Any, steps: int, consistency: str, iters: int = 1) -> Any:
-    from diffsr.infer import super_resolve
+    from diffsr.sampling.infer import super_resolve
 
     def fn(lr: torch.Tensor) -> torch.Tensor:
         loaded.config.sample.consistency = consistency
@@ -218,9 +218,9 @@ def model_fn(loaded: Any, steps: int, consistency: str, iters: int = 1) -> Any:
 
 
 def stage_consistency(work: Path, budget: Budget) -> dict[str, Any]:
-    from diffsr.consistency import Consistency
     from diffsr.data.degrade import upsample
-    from diffsr.infer import load_model
+    from diffsr.sampling.consistency import Consistency
+    from diffsr.sampling.infer import load_model
 
     out: dict[str, Any] = {}
     for name, overrides in SETS.items():
@@ -255,9 +255,9 @@ def stage_consistency(work: Path, budget: Budget) -> dict[str, Any]:
 
 
 def stage_distill(work: Path, budget: Budget) -> dict[str, Any]:
-    from diffsr.distill import distill
-    from diffsr.infer import load_model
+    from diffsr.sampling.infer import load_model
     from diffsr.train.checkpoint import list_checkpoints
+    from diffsr.train.distill import distill
 
     name = "roadscene-x4-bicubic"
     teacher_run = train(name, [*BASE, *SETS[name]], work, budget)
@@ -307,7 +307,7 @@ def stage_distill(work: Path, budget: Budget) -> dict[str, Any]:
 
 
 def stage_rddm(work: Path, budget: Budget) -> dict[str, Any]:
-    from diffsr.infer import load_model
+    from diffsr.sampling.infer import load_model
 
     name = "roadscene-x4-bicubic"
     base_run = train(name, [*BASE, *SETS[name]], work, budget)
@@ -353,7 +353,7 @@ class Abs(torch.nn.Module):
 
 
 def stage_feature(work: Path, budget: Budget) -> dict[str, Any]:
-    from diffsr.infer import load_model
+    from diffsr.sampling.infer import load_model
 
     name = "roadscene-x4-bicubic"
     base_run = train(name, [*BASE, *SETS[name]], work, budget)
@@ -398,8 +398,8 @@ def seconds_per_step(run: Path, steps: int = 12) -> float:
 
 
 def stage_uncertainty(work: Path, budget: Budget, n: int = 8) -> dict[str, Any]:
-    from diffsr.infer import load_model, super_resolve
-    from diffsr.uncertainty import CalibrationAccumulator, draw_samples, plot_error_vs_std
+    from diffsr.sampling.infer import load_model, super_resolve
+    from diffsr.sampling.uncertainty import CalibrationAccumulator, draw_samples, plot_error_vs_std
 
     out: dict[str, Any] = {}
     curves = {}

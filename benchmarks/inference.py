@@ -2,7 +2,7 @@
 
     python benchmarks/inference.py [--device cpu|cuda] [--repeat N] [--threads N] [--quick]
 
-Every case calls ``diffsr.infer.super_resolve`` (bicubic upsampling, codec encode, sampling,
+Every case calls ``diffsr.sampling.infer.super_resolve`` (bicubic upsampling, codec encode, sampling,
 decode, tiling) on a model with random weights, in its OWN subprocess so that one case's
 allocator state does not hide another's peak:
 
@@ -98,8 +98,8 @@ def _peak_during(call: Callable[[], Any]) -> tuple[int, float]:
 def child(case: dict[str, Any], device: torch.device, repeat: int) -> dict[str, Any]:
     """Run one case in this process; returns its row."""
     from diffsr.config import load_config
-    from diffsr.infer import LoadedModel, super_resolve
-    from diffsr.train.model import build_model
+    from diffsr.model import build_model
+    from diffsr.sampling.infer import LoadedModel, super_resolve
 
     preset, overrides = PRESETS[case["model"]]
     cfg = load_config(preset, overrides)
@@ -212,7 +212,7 @@ def main() -> None:
         # the output itself (and the stitching buffers) must grow with the image: 2048^2 float32 = 16 MB
         summary["note"] = ("the stitched output and its weight buffers grow with the image "
                            "(2048x2048 float32 = 16 MB each); the per-tile working set does not")
-    result = {**meta, "benchmark": "inference via diffsr.infer.super_resolve, x4, grayscale, random weights",
+    result = {**meta, "benchmark": "inference via diffsr.sampling.infer.super_resolve, x4, grayscale, random weights",
               "repeat": args.repeat, "statistic": "median latency after one cold call", "rows": rows,
               "summary": summary}
     print(f"\ninference, {args.device}, threads {args.threads or 'default'}, median of {args.repeat} "

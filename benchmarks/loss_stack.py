@@ -3,7 +3,7 @@
     python benchmarks/loss_stack.py [--device cpu|cuda] [--repeat N] [--threads N] [--quick] [--profile]
 
 The model is the demo preset's (ResShift T 4 in Haar level-2 'all' wavelet space, tiny UNet,
-grayscale, batch 16, 64x64 patches), built with ``diffsr.train.model.build_model``; the loss
+grayscale, batch 16, 64x64 patches), built with ``diffsr.model.build_model``; the loss
 stacks with ``diffsr.losses.build_loss_stack``. One step = SRModel forward (encode, noise,
 denoise, x0_hat) + loss stack + backward + AdamW step, as ``Trainer._forward``/``train_step``.
 Three variants run interleaved (A, B, C, A, B, C, ...) after a warm-up, on the same batch:
@@ -42,7 +42,7 @@ from torch import Tensor  # noqa: E402
 
 from diffsr.config import LossesConfig, load_config  # noqa: E402
 from diffsr.losses import build_loss_stack  # noqa: E402
-from diffsr.train.model import SRModel, build_model  # noqa: E402
+from diffsr.model import SRModel, build_model  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "loss_stack.json"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from diffsr.data.io import read
-from diffsr.infer import load_model, super_resolve
+from diffsr.sampling.infer import load_model, super_resolve
 
 ROADSCENE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "infrared" / "roadscene" / "test"
 

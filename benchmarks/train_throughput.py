@@ -33,7 +33,7 @@ from loss_stack import TERMS, hardware, make_batch, make_step  # noqa: E402
 
 from diffsr.config import LossesConfig, load_config  # noqa: E402
 from diffsr.losses import build_loss_stack  # noqa: E402
-from diffsr.train.model import build_model  # noqa: E402
+from diffsr.model import build_model  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "train_throughput.json"
 

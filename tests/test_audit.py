@@ -234,9 +234,9 @@ def test_nothing_to_train_and_adaptive_without_reference() -> None:
 def test_config_audit_runs_before_any_compute(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a bad gate is reported before the model is built or any data is read (the data folder and
     # the VAE path do not even exist)
-    from diffsr.audit_cli import run_audit
+    from diffsr import model as model_module
+    from diffsr.cli.audit import run_audit
     from diffsr.config import load_config
-    from diffsr.train import model as model_module
     from diffsr.train.trainer import Trainer
 
     def no_model(*a: object, **k: object) -> None:

@@ -228,7 +228,7 @@ def test_sampled_sr_is_the_decoded_training_estimate(name: str) -> None:
     # regression: sample() once returned the net's [-1, 1] latent clamped to [0, 1] (PSNR ~8 dB)
     from diffsr.config import load_config
     from diffsr.data.degrade import upsample
-    from diffsr.train.model import build_model
+    from diffsr.model import build_model
 
     torch.manual_seed(0)
     model = build_model(load_config(name)).eval()

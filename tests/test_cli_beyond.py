@@ -33,7 +33,7 @@ def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_distill_command_writes_a_one_step_run(teacher: Path, tmp_path: Path) -> None:
     out = tmp_path / "student"
     _run(["distill", "--teacher", str(teacher), "--out", str(out), "--steps", "2", "--no-progress"])
-    from diffsr.infer import load_model
+    from diffsr.sampling.infer import load_model
 
     assert load_model(out).step == 2
 
@@ -52,7 +52,7 @@ def test_eval_samples_writes_calibration(teacher: Path, tmp_path: Path) -> None:
     assert report["n_samples"] == 3 and -1 <= report["pearson"] <= 1
     Image.open(out / "calibration.png").verify()
     # the model facts of each method: parameters and sampling steps, in metrics.json and the report
-    from diffsr.infer import load_model
+    from diffsr.sampling.infer import load_model
 
     metrics = json.loads((out / "metrics.json").read_text())
     n_params = sum(p.numel() for p in load_model(teacher).model.parameters())
@@ -66,7 +66,7 @@ def test_eval_compares_with_and_without_consistency(teacher: Path, tmp_path: Pat
     import torch
 
     from diffsr.data.degrade import bicubic_down
-    from diffsr.infer import method_from_spec
+    from diffsr.sampling.infer import method_from_spec
 
     data = tmp_path / "hr"
     data.mkdir()

@@ -13,7 +13,7 @@ import torch
 
 from diffsr.config import LossesConfig, load_config
 from diffsr.losses import build_loss_stack
-from diffsr.train.model import build_model
+from diffsr.model import build_model
 
 dynamo = pytest.importorskip("torch._dynamo", reason="torch.compile (dynamo) is unavailable")
 CompileCounter = pytest.importorskip("torch._dynamo.testing", reason="torch._dynamo.testing missing").CompileCounter

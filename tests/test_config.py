@@ -55,7 +55,8 @@ def test_an_unknown_component_name_suggests_the_registered_one() -> None:
 
 
 def test_a_section_without_its_tag_means_the_default_component() -> None:
-    cfg = validate({"net": {"size": "small"}, "codec": {}, "losses": {"terms": [{"name": "l1", "weight": {"value": 2}}]}})
+    terms = [{"name": "l1", "weight": {"value": 2}}]
+    cfg = validate({"net": {"size": "small"}, "codec": {}, "losses": {"terms": terms}})
     assert (cfg.net.name, cfg.codec.name, cfg.process.name) == ("unet", "pixel", "flow")
     assert (cfg.losses.terms[0].weight.kind, cfg.losses.terms[0].gate.kind) == ("constant", "none")
 

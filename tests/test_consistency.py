@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from diffsr.config import load_config
-from diffsr.consistency import (
+from diffsr.data.degrade import bicubic_down, kspace_truncate, upsample
+from diffsr.model import build_model
+from diffsr.sampling.consistency import (
     Consistency,
     back_project,
     bicubic_matrix,
@@ -17,8 +19,6 @@ from diffsr.consistency import (
     kspace_project,
     make_x0_hook,
 )
-from diffsr.data.degrade import bicubic_down, kspace_truncate, upsample
-from diffsr.train.model import build_model
 
 TINY = ["net.width=16", "net.channel_mult=[1,2]", "data.channels=1"]
 
@@ -234,7 +234,7 @@ def test_hook_through_srmodel_sample(process: str, codec: str, mode: str) -> Non
 
 
 def test_guidance_alone_activates_the_hook_in_super_resolve() -> None:
-    from diffsr.infer import LoadedModel, _consistency_hook
+    from diffsr.sampling.infer import LoadedModel, _consistency_hook
 
     model, cfg = _model("resshift", "pixel", "none", 2)
     loaded = LoadedModel(model, cfg, checkpoint=None, step=0, ema=False)  # type: ignore[arg-type]
@@ -245,7 +245,7 @@ def test_guidance_alone_activates_the_hook_in_super_resolve() -> None:
 
 
 def test_tiled_super_resolve_projects_the_stitched_image() -> None:
-    from diffsr.infer import LoadedModel, super_resolve
+    from diffsr.sampling.infer import LoadedModel, super_resolve
 
     model, cfg = _model("resshift", "pixel", "backprojection", 2)
     cfg.sample.tile_mode = "blend"  # exact mode applies the hook like an untiled run (test_exact_tiling.py)
@@ -263,7 +263,7 @@ def test_tiled_super_resolve_projects_the_stitched_image() -> None:
 
 
 def test_mri_preset_turns_kspace_consistency_on(caplog: pytest.LogCaptureFixture) -> None:
-    from diffsr.infer import LoadedModel, super_resolve
+    from diffsr.sampling.infer import LoadedModel, super_resolve
 
     cfg = load_config("mri-kspace-x2", ["net.width=16", "net.channel_mult=[1,2]", "sample.steps=2",
                                         "sample.consistency_iters=1"])
@@ -273,7 +273,7 @@ def test_mri_preset_turns_kspace_consistency_on(caplog: pytest.LogCaptureFixture
     loaded = LoadedModel(model, cfg, checkpoint=None, step=0, ema=False)  # type: ignore[arg-type]
     hr = _smooth(1, 24, 24, seed=8, dtype=torch.float32)
     lr = kspace_truncate(hr, 2).clamp(0, 1)
-    with caplog.at_level("WARNING", logger="diffsr.consistency"):
+    with caplog.at_level("WARNING", logger="diffsr.sampling.consistency"):
         sr = super_resolve(loaded, lr)
     assert not caplog.records  # mode and degradation agree
     # the untrained net returns the condition; the projection made its centre k-space the measurement's

@@ -65,7 +65,7 @@ def _wait_for(predicate: object, timeout: float) -> bool:
 
 
 def _check_after_kill(run: Path, previous: int) -> int:
-    from diffsr.infer import load_model
+    from diffsr.sampling.infer import load_model
 
     found = list_checkpoints(run)
     root = run / "checkpoints"

@@ -187,9 +187,19 @@ def test_infrared_degrade_without_effects_is_bicubic() -> None:
 # ----------------------------------------------------------------------------- Degradation objects
 
 
-@pytest.mark.parametrize("name", ["bicubic", "blur_noise", "realesrgan", "kspace", "infrared"])
+#: each degradation's own parameters (a key another degradation uses is an error)
+PARAMS = {
+    "bicubic": {},
+    "blur_noise": {"poisson": 0.5, "noise_sigma": (0.01, 0.03)},
+    "realesrgan": {"poisson": 0.5, "noise_sigma": (0.01, 0.03)},
+    "kspace": {"rician": 0.02},
+    "infrared": {"noise_sigma": (0.01, 0.03)},
+}
+
+
+@pytest.mark.parametrize("name", list(PARAMS))
 def test_degradation_seeded_shape_and_range(name: str) -> None:
-    cfg = DegradationConfig(name=name, poisson=0.5, rician=0.02, noise_sigma=(0.01, 0.03))
+    cfg = DegradationConfig(name=name, **PARAMS[name])
     deg = build_degradation(cfg, 4)
     hr = torch.rand(3, 1, 32, 48, generator=gen(13))
     a, b, c = deg(hr, gen(1)), deg(hr, gen(1)), deg(hr, gen(2))
@@ -216,3 +226,5 @@ def test_registry_and_config_errors() -> None:
         build_degradation(DegradationConfig(name="blur_noise", blur_sigma=(2.0, 1.0)), 2)
     deg = build_degradation(None, 3)
     assert deg.name == "bicubic" and deg.upsample(torch.zeros(1, 1, 4, 4)).shape == (1, 1, 12, 12)
+    with pytest.raises(ConfigError, match=r"unknown key 'rician' for degradation 'blur_noise' \(rician belongs to 'kspace'\)"):
+        DegradationConfig(name="blur_noise", rician=0.02)

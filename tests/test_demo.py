@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
-from diffsr.demo import load_val_images, run_demo
+from diffsr.cli.demo import load_val_images, run_demo
 
 
 def test_demo_writes_report_metrics_and_figure(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ import torch
 from diffsr.config import load_config
 from diffsr.core.errors import ConfigError, DiffsrError
 from diffsr.data.degrade import bicubic_down, upsample
-from diffsr.distill import OneStepTrainer, distill, one_step_x0, run_distill_cli, student_config
-from diffsr.infer import load_model, super_resolve
-from diffsr.train.model import build_model
+from diffsr.model import build_model
+from diffsr.sampling.infer import load_model, super_resolve
+from diffsr.train.distill import OneStepTrainer, distill, one_step_x0, run_distill_cli, student_config
 from diffsr.train.trainer import Trainer, trainable_state
 
 TINY = [

@@ -319,19 +319,20 @@ def test_the_real_gan_optimiser_is_found() -> None:
 
 def _child(out: Path, args: list[str]) -> None:
     """Runs on every rank: instrument the trainer, run the CLI with ``args``, then the scenarios."""
-    from diffsr.train import model as model_module
+    from diffsr import model as model_module
+    from diffsr.train import state as state_module
     from diffsr.train import trainer as trainer_module
 
     rank = int(os.environ.get("RANK", "0"))
     (out / f"pid{rank}").write_text(str(os.getpid()))
     log: dict[str, Any] = {"rank": rank, "saves": 0, "samples": 0, "writers": 0}
-    save_checkpoint = trainer_module.save_checkpoint
+    save_checkpoint = state_module.save_checkpoint
 
     def counting_save(*a: Any, **k: Any) -> Any:
         log["saves"] += 1
         return save_checkpoint(*a, **k)
 
-    trainer_module.save_checkpoint = counting_save  # type: ignore[assignment]
+    state_module.save_checkpoint = counting_save  # type: ignore[assignment]
     sample = model_module.SRModel.sample
 
     def counting_sample(self: Any, lr_up: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:

@@ -14,11 +14,11 @@ from torch import nn
 
 from diffsr.config import load_config
 from diffsr.core.errors import ConfigError
-from diffsr.infer import LoadedModel, super_resolve
+from diffsr.model import build_model
 from diffsr.nets.baselines import build_baseline
 from diffsr.nets.exact_tiling import ExactTiler, TiledUNet, receptive_radius
 from diffsr.nets.unet import UNet
-from diffsr.train.model import build_model
+from diffsr.sampling.infer import LoadedModel, super_resolve
 
 TOL = 1e-4  # the data issue's bound; measured 1e-7 .. 1e-5 (float32 rounding)
 
@@ -115,7 +115,7 @@ def test_exact_tiling_refuses_what_it_cannot_do(caplog: pytest.LogCaptureFixture
     loaded.config.sample.tile_mode = "blend"
     blend = super_resolve(loaded, lr, tile=16, overlap=4)
     loaded.config.sample.tile_mode = "auto"
-    with caplog.at_level("WARNING", logger="diffsr.infer"):
+    with caplog.at_level("WARNING", logger="diffsr.sampling.infer"):
         auto = super_resolve(loaded, lr, tile=16, overlap=4)
     assert torch.equal(auto, blend)
     assert any("too small for exact tiling" in r.getMessage() and "blending" in r.getMessage()

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from diffsr.cli import main
-from diffsr.infer import method_from_spec
 from diffsr.nets import build_baseline, load_baseline
+from diffsr.sampling.infer import method_from_spec
 
 
 def _rgb_edsr(tmp_path: Path) -> Path:

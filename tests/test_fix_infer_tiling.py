@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from diffsr.config import load_config
-from diffsr.infer import LoadedModel, super_resolve
-from diffsr.train.model import build_model
+from diffsr.model import build_model
+from diffsr.sampling.infer import LoadedModel, super_resolve
 
 
 def _loaded(preset: str, overrides: list[str] | None = None) -> LoadedModel:
@@ -61,7 +61,7 @@ def test_tiled_diffusion_uses_one_noise_field() -> None:
 
 
 def test_consistency_applies_to_baseline_output() -> None:
-    from diffsr.consistency import Consistency
+    from diffsr.sampling.consistency import Consistency
 
     loaded = _loaded("edsr", ["net.size=tiny"])
     lr = _lr(16, 20)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from diffsr.audit_cli import run_audit
+from diffsr.cli.audit import run_audit
 from diffsr.config import load_config
 from diffsr.core.errors import ConfigError
-from diffsr.train.model import SRModel
+from diffsr.model import SRModel
 from diffsr.train.trainer import Trainer
 
 LEARNABLE = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from diffsr.config import load_config
-from diffsr.train.model import build_model
+from diffsr.model import build_model
 
 CFG = ["data.patch_size=32", "net.width=8", "net.channel_mult=[1,2]", "net.attention_levels=[]",
        "losses.terms=[{name: l1}]"]

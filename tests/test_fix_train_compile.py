@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from diffsr.config import load_config
+from diffsr.model import build_model
 from diffsr.train.checkpoint import read_checkpoint
-from diffsr.train.model import build_model
 from diffsr.train.trainer import Trainer, load_trainable_state, trainable_state
 
 TINY = [
@@ -61,7 +61,7 @@ def test_compiled_training_checkpoint_loads_for_inference(
     ck = read_checkpoint(tmp_path / "run")
     for name in ("model", "ema"):
         assert ck[name] and not any("_orig_mod" in k for k in ck[name]), name
-    from diffsr.infer import load_model
+    from diffsr.sampling.infer import load_model
 
     loaded = load_model(tmp_path / "run", device="cpu")
     assert loaded is not None

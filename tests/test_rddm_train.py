@@ -10,8 +10,8 @@ import torch
 
 from diffsr.config import load_config
 from diffsr.data.degrade import bicubic_down, upsample
-from diffsr.infer import load_model, super_resolve
 from diffsr.processes import RDDM
+from diffsr.sampling.infer import load_model, super_resolve
 from diffsr.train.trainer import Trainer
 
 TINY = [
@@ -64,7 +64,7 @@ def test_rddm_trains_and_samples(tmp_path: Path, codec: str, prediction: str) ->
 
 
 def test_rddm_preset_validates_and_builds() -> None:
-    from diffsr.train.model import build_model
+    from diffsr.model import build_model
 
     cfg = load_config("rddm-dwt")
     model = build_model(cfg)

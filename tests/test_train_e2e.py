@@ -44,7 +44,7 @@ def test_train_checkpoint_and_sample(tmp_path: Path) -> None:
     assert result.val["val/images"] >= 1 and np.isfinite(result.val["val/psnr"])
     assert (tmp_path / "run" / "tensorboard").is_dir()
 
-    from diffsr.infer import load_model, super_resolve
+    from diffsr.sampling.infer import load_model, super_resolve
 
     loaded = load_model(tmp_path / "run", device="cpu")
     lr = torch.rand(1, 1, 10, 14)

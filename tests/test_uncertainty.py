@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from scipy import special, stats
 
-from diffsr.uncertainty import (
+from diffsr.sampling.uncertainty import (
     CalibrationAccumulator,
     calibrate,
     calibration,
@@ -145,8 +145,8 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
 
 def _loaded(channels: int = 1):
     from diffsr.config import load_config
-    from diffsr.infer import LoadedModel
-    from diffsr.train.model import build_model
+    from diffsr.model import build_model
+    from diffsr.sampling.infer import LoadedModel
 
     cfg = load_config("demo", ["net.width=16", "net.channel_mult=[1,2]", f"data.channels={channels}",
                                "data.scale=2", "codec={name: pixel}",
@@ -161,7 +161,7 @@ def _loaded(channels: int = 1):
 
 def _draws(loaded, unit: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Independent reference: n separate super_resolve calls with seeds seed + k, numpy statistics."""
-    from diffsr.infer import super_resolve
+    from diffsr.sampling.infer import super_resolve
 
     lr = torch.from_numpy(unit.astype(np.float32))
     draws = np.stack([super_resolve(loaded, lr, seed=loaded.config.sample.seed + k).numpy() for k in range(n)])
@@ -170,7 +170,7 @@ def _draws(loaded, unit: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("bits", [8, 16])
 def test_sr_files_samples_png(tmp_path: Path, bits: int) -> None:
-    from diffsr.infer import sr_files
+    from diffsr.sampling.infer import sr_files
 
     loaded = _loaded()
     rng = np.random.default_rng(5)
@@ -196,7 +196,7 @@ def test_sr_files_samples_png(tmp_path: Path, bits: int) -> None:
 def test_sr_files_samples_nifti(tmp_path: Path) -> None:
     import nibabel as nib
 
-    from diffsr.infer import sr_files
+    from diffsr.sampling.infer import sr_files
 
     loaded = _loaded()
     rng = np.random.default_rng(6)

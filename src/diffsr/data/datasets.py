@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,8 +52,8 @@ from diffsr.data.loading import (
 )
 from diffsr.data.normalize import Intensity
 
-if TYPE_CHECKING:
-    from diffsr.config import DataConfig
+#: the ``data`` section of a run config (:class:`diffsr.config.DataConfig`; read by attribute)
+DataConfig = Any
 
 log = logging.getLogger(__name__)
 

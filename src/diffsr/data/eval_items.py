@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,8 +21,8 @@ from diffsr.data.io import Record, list_inputs
 from diffsr.data.loading import _generator, _load, _Loaded, _slice_name, check_size
 from diffsr.data.normalize import Intensity
 
-if TYPE_CHECKING:
-    from diffsr.config import DegradationConfig
+#: a registered degradation's config model (see :mod:`diffsr.data.degrade`)
+DegradationConfig = Any
 
 
 @dataclass
