@@ -226,5 +226,6 @@ def test_registry_and_config_errors() -> None:
         build_degradation(DegradationConfig(name="blur_noise", blur_sigma=(2.0, 1.0)), 2)
     deg = build_degradation(None, 3)
     assert deg.name == "bicubic" and deg.upsample(torch.zeros(1, 1, 4, 4)).shape == (1, 1, 12, 12)
-    with pytest.raises(ConfigError, match=r"unknown key 'rician' for degradation 'blur_noise' \(rician belongs to 'kspace'\)"):
+    belongs = r"unknown key 'rician' for degradation 'blur_noise' \(rician belongs to 'kspace'\)"
+    with pytest.raises(ConfigError, match=belongs):
         DegradationConfig(name="blur_noise", rician=0.02)
