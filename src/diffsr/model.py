@@ -160,6 +160,7 @@ class SRModel(nn.Module):
         lr: Tensor | None = None,
         net: Callable[..., Tensor] | None = None,
         start: tuple[Tensor, int] | None = None,
+        detail: float | None = None,
     ) -> Tensor:
         """Super-resolve a batch of upsampled LR images (B, C, H, W) in [0, 1] -> SR in [0, 1].
 
@@ -167,10 +168,9 @@ class SRModel(nn.Module):
         ``x0_hook(z0_hat, t, zc)`` may project each clean estimate (data consistency).
         ``net``: evaluates the denoiser in its place (e.g. tile by tile, ``nets.exact_tiling``).
         ``start``: ``(z, k)`` starts the chain at the k-th time of the schedule from the latent
-        ``z`` (see :func:`diffsr.sampling.samplers.sample`).
+        ``z`` (see :func:`diffsr.sampling.samplers.sample`). ``detail``: see :meth:`sample_latent`
+        (None: an ordinary ``steps``-step sample).
         """
-        from diffsr.sampling.samplers import sample
-
         net = self.net if net is None else net
         h, w = lr_up.shape[-2:]
         if self.is_baseline:  # feed-forward: LR -> SR in one pass, no padding needed
@@ -184,9 +184,53 @@ class SRModel(nn.Module):
         hook: X0Hook | None = None
         if x0_hook is not None:
             hook = lambda z, t: x0_hook(z, t, zc)  # noqa: E731
-        z0 = sample(net, self.process, zc.z, steps, generator=generator, x0_hook=hook, noise=noise, start=start)
+        z0 = self.sample_latent(zc.z, steps, generator=generator, x0_hook=hook, noise=noise, net=net, start=start,
+                                detail=detail)
         sr = self.codec.decode(zc.with_z(z0))
         return sr[..., :h, :w].clamp(0, 1)
+
+    def sample_latent(
+        self,
+        zc: Tensor,
+        steps: int | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        x0_hook: X0Hook | None = None,
+        noise: Tensor | None = None,
+        net: Callable[..., Tensor] | None = None,
+        start: tuple[Tensor, int] | None = None,
+        detail: float | None = None,
+    ) -> Tensor:
+        """z0 for the condition latent ``zc``: a ``steps``-step sample, or the ``detail`` knob.
+
+        detail in [0, 1] trades faithfulness for realism, for every process the same way:
+        0 is the faithful estimate, the one-step sample (the process's clean estimate from its
+        starting point); 1 is one sample of the full chain (the process's default steps, from
+        its prior); in between, the faithful estimate is re-noised with the process's own
+        q(z_t | z0, zc) to the time a fraction ``detail`` down the full chain's schedule, and the
+        chain runs from there (SDEdit-style), so more detail means more of the chain generates.
+        ``steps`` is ignored when ``detail`` is given.
+        """
+        from diffsr.processes.common import randn
+        from diffsr.sampling.samplers import sample
+
+        net = self.net if net is None else net
+        process = self.process
+        if detail is None:
+            return sample(net, process, zc, steps, generator=generator, x0_hook=x0_hook, noise=noise, start=start)
+        if not 0.0 <= detail <= 1.0:
+            raise ValueError(f"detail must be in [0, 1], got {detail}")
+        times = process.sample_schedule(None)
+        if detail == 1.0:
+            return sample(net, process, zc, None, generator=generator, x0_hook=x0_hook, noise=noise)
+        faithful = sample(net, process, zc, 1, generator=generator, x0_hook=x0_hook, noise=noise)
+        k = min(len(times) - 1, round((1.0 - detail) * len(times)))
+        if detail == 0.0:
+            return faithful
+        t = torch.full((zc.shape[0],), times[k], device=zc.device, dtype=torch.promote_types(zc.dtype, torch.float32))
+        eps = randn(zc.shape, device=zc.device, dtype=zc.dtype, generator=generator)
+        z_k = process.q_sample(faithful, zc, t, eps)
+        return sample(net, process, zc, None, generator=generator, x0_hook=x0_hook, start=(z_k, k))
 
 
 class BaselineDenoiser(nn.Module):

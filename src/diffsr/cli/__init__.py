@@ -104,10 +104,13 @@ def sr(
     tile_mode: Annotated[
         str | None, typer.Option(help="auto | exact (tiled == whole image, slower) | blend (fast, approximate).")
     ] = None,
-    samples: Annotated[int, typer.Option(help="Draw N samples: write their mean and a std map.")] = 1,
+    samples: Annotated[int, typer.Option(help="Draw N samples: write their mean and a std map (with a "
+                                             "calibration: also calibrated _lo / _hi interval images).")] = 1,
     consistency: Annotated[
         str | None, typer.Option(help="Data consistency: none | backprojection | kspace.")
     ] = None,
+    detail: Annotated[float | None, typer.Option(
+        help="0 = faithful (one-step estimate) .. 1 = realistic (a full-chain sample).")] = None,
     cpu: Annotated[bool, typer.Option(help="Force CPU.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -129,6 +132,11 @@ def sr(
         if tile_mode not in ("auto", "exact", "blend"):
             raise DiffsrError(f"--tile-mode: '{tile_mode}' is not one of auto, exact, blend")
         loaded.config.sample.tile_mode = tile_mode  # type: ignore[assignment]
+    if detail is not None:
+        if not 0 <= detail <= 1:
+            raise DiffsrError(f"--detail: must be in [0, 1], got {detail}")
+        loaded.config.sample.detail = detail
+    calibration = _calibration_for(ckpt, loaded, samples, steps)
     from rich.progress import Progress
 
     # a progress bar only on a terminal: piped stderr stays clean (an error is then its one line)
@@ -139,9 +147,51 @@ def sr(
             bar.update(task, description=f"{name} {i}/{n}", completed=i, total=n)
 
         written = sr_files(loaded, inputs, out, steps=steps, tile=tile, overlap=overlap, samples=samples,
-                           progress=report)
+                           progress=report, calibration=calibration)
     for p in written:
         console.print(str(p))
+
+
+def _calibration_for(ckpt: Path, loaded: object, samples: int, steps: int | None) -> object:
+    """The run's calibration when ``--samples N`` (N > 1) will use it; refused when fitted for other sampling."""
+    if samples < 2:
+        return None
+    from diffsr.cli.calibrate import calibration_folder
+    from diffsr.sampling.calibration import find_calibration, sampling_options
+
+    calibration = find_calibration(calibration_folder(ckpt))
+    if calibration is not None:
+        calibration.check_sampling(sampling_options(loaded, samples, steps), where=f"{ckpt}/calibration.json")
+    return calibration
+
+
+@app.command()
+def calibrate(
+    ckpt: Annotated[Path, typer.Option(help="The diffusion run (or checkpoint) folder.")],
+    data: Annotated[Path, typer.Option(help="Held-out HR calibration images (not the test images).")],
+    scale: Annotated[int, typer.Option(help="SR factor.")] = 4,
+    samples: Annotated[int, typer.Option(help="Samples per image (N >= 2); diffsr sr must use the same N.")] = 8,
+    alpha: Annotated[float, typer.Option(help="Target risk: the expected fraction of pixels outside.")] = 0.1,
+    delta: Annotated[float | None, typer.Option(
+        help="RCPS: the risk bound holds with probability 1 - delta (needs more images).")] = None,
+    interval: Annotated[str, typer.Option(help="std | quantile (the samples' spread the intervals scale).")] = "std",
+    mask_threshold: Annotated[float | None, typer.Option(
+        help="Count only pixels whose HR is above this ([0, 1] units), e.g. 0.05 for the head in MRI.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Sampling steps of each sample.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most N images / slices.")] = None,
+    degradation: Annotated[str, typer.Option(help="How LR is made from each HR.")] = "bicubic",
+    seed: Annotated[int, typer.Option(help="Seed of the degradation.")] = 0,
+    crop: Annotated[int | None, typer.Option(help="Centre crop of each image.")] = None,
+    channels: Annotated[int, typer.Option(help="1 (grey / Y) or 3.")] = 1,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Fit calibrated per-pixel intervals (conformal risk control, or RCPS with --delta); writes calibration.json."""
+    _setup_logging(verbose)
+    from diffsr.cli.calibrate import run_calibrate
+
+    console.print(run_calibrate(ckpt=ckpt, data=data, scale=scale, samples=samples, alpha=alpha, delta=delta,
+                                interval=interval, mask_threshold=mask_threshold, steps=steps, limit=limit,
+                                degradation=degradation, seed=seed, crop=crop, channels=channels))
 
 
 @app.command("eval")
@@ -160,6 +210,12 @@ def eval_(
     lr_dir: Annotated[Path | None, typer.Option(help="Real LR images (same names), not a degradation.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the degradation's random draws (per image).")] = 0,
     crop: Annotated[int | None, typer.Option(help="Evaluate the centre crop x crop of each image.")] = None,
+    bicubic: Annotated[str, typer.Option(
+        help="torch (PyTorch a = -0.75) | matlab (imresize a = -0.5, as published tables) for LR and bicubic.")
+    ] = "torch",
+    detail_sweep: Annotated[str, typer.Option(
+        help="Detail values each diffusion run is also evaluated at (perception-distortion plane); 'none' to skip.")
+    ] = "0,0.5,1",
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", "-s", help="Metric convention, e.g. --set eval.quantize=true (repeatable)."),
@@ -173,9 +229,20 @@ def eval_(
     summary = run_eval(
         data=data, methods=method, out=out, scale=scale, steps=steps, channels=channels, limit=limit,
         crop_border=crop_border, lpips_weights=lpips_weights, samples=samples, degradation=degradation,
-        lr_dir=lr_dir, seed=seed, crop=crop, eval_set=set_, console=console,
+        lr_dir=lr_dir, seed=seed, crop=crop, eval_set=set_, console=console, bicubic=bicubic,
+        detail_sweep=_floats(detail_sweep, "--detail-sweep"),
     )
     console.print(summary)
+
+
+def _floats(text: str, option: str) -> list[float]:
+    """'0,0.5,1' -> [0.0, 0.5, 1.0]; 'none' or '' -> []; anything else is a one-line error."""
+    if text.strip().lower() in ("", "none"):
+        return []
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise DiffsrError(f"{option}: '{text}' is not a comma-separated list of numbers (or 'none')") from None
 
 
 @app.command()

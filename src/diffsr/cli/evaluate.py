@@ -31,6 +31,8 @@ def run_eval(
     crop: int | None = None,
     eval_set: list[str] | None = None,
     console: Any = None,
+    bicubic: str = "torch",
+    detail_sweep: list[float] | None = None,
 ) -> str:
     """Evaluate ``methods`` (bicubic | RUN | edsr:RUN ...) on the images under ``data``.
 
@@ -38,7 +40,11 @@ def run_eval(
     by ``degradation`` (a registered name, seeded per image by ``seed``); ``crop`` keeps the
     centre crop x crop of every test image. ``eval_set``: ``eval.KEY=VALUE`` overrides of the
     metric conventions (:class:`~diffsr.config.EvalConfig`), applied after ``crop_border`` /
-    ``lpips_weights``.
+    ``lpips_weights``. ``bicubic``: "torch" or "matlab" (MATLAB imresize) for the LR images of
+    the bicubic degradation and for the bicubic baseline. ``detail_sweep``: the ``sample.detail``
+    values every diffusion run is also evaluated at (the perception-distortion plane); None or
+    empty: none. A run with a ``calibration.json`` also gets its intervals' risk and width on these
+    images, next to the constant band and the raw std (``uncertainty`` in metrics.json).
     """
     from diffsr.data.datasets import is_rgb, load_eval_items
     from diffsr.eval.evaluate import evaluate
@@ -46,26 +52,34 @@ def run_eval(
 
     _check_eval_args(data=data, methods=methods, scale=scale, samples=samples, degradation=degradation,
                      lr_dir=lr_dir, crop=crop)
+    if bicubic not in ("torch", "matlab"):
+        raise DiffsrError(f"--bicubic: '{bicubic}' is not one of torch, matlab")
     eval_cfg = eval_config(eval_set, crop_border=crop_border, lpips_weights=lpips_weights)
-    items = load_eval_items(data, scale, channels, max_slices=limit, degradation=degradation,
+    from diffsr.data.degrade import BicubicDegradation
+
+    deg: Any = BicubicDegradation(scale, kernel=bicubic) if degradation == "bicubic" else degradation  # type: ignore[arg-type]
+    items = load_eval_items(data, scale, channels, max_slices=limit, degradation=deg,
                             lr_dir=lr_dir, seed=seed, crop=crop)
     if limit is not None:
         items = items[:limit]
     steps = steps or []
-    resolved, sweep = _resolve_methods(methods, scale, steps)
-    conv = Conventions.from_config(eval_cfg, scale)
+    resolved, sweep = _resolve_methods(methods, scale, steps, bicubic=bicubic)
+    details = _detail_sweeps(methods, resolved, scale, detail_sweep or [])
+    conv = dataclasses.replace(Conventions.from_config(eval_cfg, scale), bicubic=bicubic)
     if channels == 1 and any(is_rgb(item.record) for item in items):
         conv = dataclasses.replace(conv, rgb_input=(
             "channels=1: each RGB file's HR is its BT.601 studio-swing Y "
             "(65.481 R + 128.553 G + 24.966 B + 16) / 255 in [16/255, 235/255], made before the LR; "
             "SR and HR are compared on that Y"))
     result = evaluate(
-        items, resolved, conv, out, steps_sweep=sweep or None, scale=scale,
+        items, resolved, conv, out, steps_sweep=sweep or None, detail_sweep=details or None, scale=scale,
         reproduce="diffsr " + " ".join(sys.argv[1:]) if sys.argv else None,
-        inputs={"data": str(data), "lr": f"files in {lr_dir}" if lr_dir else f"{degradation} x{scale}, seed {seed}",
+        inputs={"data": str(data),
+                "lr": f"files in {lr_dir}" if lr_dir else f"{degradation} ({bicubic} bicubic) x{scale}, seed {seed}",
                 "crop": f"centre {crop}x{crop}" if crop else "none"},
     )
     lines = [f"evaluated {len(items)} images, x{scale}; outputs in {out}/"]
+    lines += interval_check(items, methods, out, result, scale=scale, crop_border=conv.crop_border)
     calibration_lines = []
     if samples > 1:
         calibration_lines = calibration_check(items, methods, out, scale=scale, samples=samples,
@@ -77,6 +91,94 @@ def run_eval(
                  if m in s and s[m]["mean"] is not None]
         lines.append(f"  {name:<20} " + "  ".join(parts))
     return "\n".join(lines + calibration_lines)
+
+
+def _detail_sweeps(methods: list[str], resolved: dict[str, Any], scale: int, details: list[float]
+                   ) -> dict[str, dict[float, Any]]:
+    """display name -> {detail: method} for every diffusion run among ``methods`` (not bicubic or baselines)."""
+    from diffsr.sampling.infer import method_from_spec
+
+    for d in details:
+        if not 0 <= d <= 1:
+            raise DiffsrError(f"--detail-sweep: {d} is not in [0, 1]")
+    out: dict[str, dict[float, Any]] = {}
+    for (name, fn), spec in zip(resolved.items(), methods, strict=True):
+        loaded = getattr(fn, "loaded", None)
+        if not details or loaded is None or loaded.model.is_baseline or "@" in spec:
+            continue
+        out[name] = {d: method_from_spec(f"{spec}@detail={d}", scale)[1] for d in details}
+    return out
+
+
+def interval_check(items: list[Any], methods: list[str], out: Path, result: dict[str, Any], *, scale: int,
+                   crop_border: int) -> list[str]:
+    """For every run with a calibration: its intervals' risk and width on the test images, against the
+    constant band and the raw std; added to metrics.json / report.md with a coverage-vs-width plot."""
+    import json
+
+    from diffsr.cli.calibrate import calibration_folder
+    from diffsr.core.atomic import atomic_write_text
+    from diffsr.sampling.calibration import (
+        find_calibration,
+        image_intervals,
+        interval_report,
+        plot_risk_vs_width,
+        sampling_options,
+    )
+    from diffsr.sampling.infer import load_model
+
+    lines, reports = [], {}
+    for spec in methods:
+        if spec == "bicubic" or ":" in spec or "@" in spec or not Path(spec).is_dir():
+            continue
+        calibration = find_calibration(calibration_folder(Path(spec)))
+        if calibration is None:
+            continue
+        loaded = load_model(spec)
+        samples, steps = calibration.sampling["samples"], calibration.sampling["steps"]
+        calibration.check_sampling(sampling_options(loaded, samples, steps), where=f"{spec}/calibration.json")
+        images = [image_intervals(loaded, item, samples=samples, steps=steps, kind=calibration.interval,  # type: ignore[arg-type]
+                                  alpha=calibration.alpha, border=crop_border,
+                                  mask_threshold=calibration.mask_threshold) for item in items]
+        name = loaded.config.name if loaded.config.name != "custom" else Path(spec).name
+        rep = interval_report(images, calibration)
+        reports[name] = rep
+        plot_risk_vs_width(rep, out / f"coverage_vs_width_{name}.png", title=name)
+        lines.append(f"  intervals {name}: risk {rep['calibrated']['risk']['mean']:.4f} (target "
+                     f"{calibration.alpha:g}), width {rep['calibrated']['width']:.4f}; constant band risk "
+                     f"{rep['constant_band']['risk']['mean']:.4f}, width {rep['constant_band']['width']:.4f}; "
+                     f"raw std risk {rep['raw_std']['risk']['mean']:.4f}")
+    if reports:
+        result["uncertainty"] = reports
+        atomic_write_text(out / "metrics.json", json.dumps(_json_ready(result), indent=2, allow_nan=False) + "\n")
+        _append_interval_report(out / "report.md", reports)
+    return lines
+
+
+def _json_ready(obj: Any) -> Any:
+    from diffsr.eval.evaluate import _json_safe
+
+    return _json_safe(obj)
+
+
+def _append_interval_report(path: Path, reports: dict[str, Any]) -> None:
+    from diffsr.core.atomic import atomic_write_text
+
+    lines = ["", "## Calibrated intervals", "",
+             "Risk: the fraction of a test image's pixels outside its interval (mean over images, 95 % CI); width: "
+             "mean interval width in [0, 1] units. calibrated: the run's lam-hat; constant band: the 1-step output "
+             "+- a constant half-width fitted the same way (no model uncertainty); raw std: lam = 1.", "",
+             "| run | guarantee | intervals | risk [95 % CI] | width |", "|---|---|---|---|---|"]
+    for name, rep in reports.items():
+        guarantee = (f"CRC, alpha {rep['alpha']:g}" if rep["delta"] is None
+                     else f"RCPS, alpha {rep['alpha']:g}, delta {rep['delta']:g}")
+        for kind in ("calibrated", "constant_band", "raw_std"):
+            if kind in rep:
+                r = rep[kind]["risk"]
+                lines.append(f"| {name} | {guarantee} | {kind} | {r['mean']:.4f} [{r['ci95'][0]:.4f}, "
+                             f"{r['ci95'][1]:.4f}] | {rep[kind]['width']:.4f} |")
+        lines.append(f"\n![coverage vs width {name}](coverage_vs_width_{name}.png)\n")
+    atomic_write_text(path, path.read_text() + "\n".join(lines) + "\n")
 
 
 def _check_eval_args(*, data: Path, methods: list[str], scale: int, samples: int, degradation: str,
@@ -102,14 +204,15 @@ def _check_eval_args(*, data: Path, methods: list[str], scale: int, samples: int
         raise DiffsrError(f"--crop: {crop} is too small (at least 8)")
 
 
-def _resolve_methods(methods: list[str], scale: int, steps: list[int]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _resolve_methods(methods: list[str], scale: int, steps: list[int], *, bicubic: str = "torch"
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(display name -> method, display name -> {steps: method} for a steps sweep) from CLI specs."""
     from diffsr.sampling.infer import method_from_spec
 
     resolved: dict[str, Any] = {}
     sweep: dict[str, dict[int, Any]] = {}
     for spec in methods:
-        name, fn = method_from_spec(spec, scale, steps=steps[0] if steps else None)
+        name, fn = method_from_spec(spec, scale, steps=steps[0] if steps else None, bicubic=bicubic)
         base, k = name, 2
         while name in resolved:  # two runs of the same preset: keep both
             name, k = f"{base}-{k}", k + 1

@@ -255,6 +255,9 @@ class SampleConfig(Strict):
     consistency_iters: int = Field(3, ge=1)
     guidance: float = Field(0.0, ge=0)  # DPS-style gradient step size
     seed: int = 0
+    # faithful (0: the one-step estimate) .. realistic (1: a full-chain sample); in between the chain
+    # starts from the re-noised faithful estimate (SDEdit). None: a plain ``steps``-step sample
+    detail: float | None = Field(None, ge=0, le=1)
 
 
 class EvalConfig(Strict):

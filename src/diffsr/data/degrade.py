@@ -63,31 +63,86 @@ def _lr_size(h: int, w: int, scale: int) -> tuple[int, int]:
 # ----------------------------------------------------------------------------- resizing
 
 
-def bicubic_down(hr: Tensor, scale: int, *, clamp: bool = True) -> Tensor:
+Kernel = Literal["torch", "matlab"]
+
+
+def bicubic_down(hr: Tensor, scale: int, *, clamp: bool = True, kernel: Kernel = "torch") -> Tensor:
     """Antialiased bicubic downsampling to (H // scale, W // scale), clamped to [0, 1].
 
-    ``F.interpolate(mode="bicubic", antialias=True, align_corners=False)``: the kernel is
-    stretched by ``scale`` (like PIL/MATLAB ``imresize``), so high frequencies are filtered
-    before decimation. The weights sum to one: a constant image stays constant.
-    ``clamp=False`` for signed data (residuals) and for gradients that must not be cut.
+    kernel "torch" (default): ``F.interpolate(mode="bicubic", antialias=True,
+    align_corners=False)``, PyTorch's cubic a = -0.75 stretched by ``scale``. kernel "matlab":
+    MATLAB ``imresize`` (a = -0.5, antialiased, mirrored borders; :func:`imresize_matlab`), the
+    convention of most published SR tables. Either filters high frequencies before decimation
+    and keeps a constant image constant. ``clamp=False`` for signed data (residuals) and for
+    gradients that must not be cut.
     """
     check_image(hr, "hr")
     size = _lr_size(hr.shape[-2], hr.shape[-1], scale)
-    out = F.interpolate(hr, size=size, mode="bicubic", antialias=True, align_corners=False)
+    if kernel == "matlab":
+        out = imresize_matlab(hr, size)
+    else:
+        out = F.interpolate(hr, size=size, mode="bicubic", antialias=True, align_corners=False)
     return out.clamp(0.0, 1.0) if clamp else out
 
 
-def upsample(lr: Tensor, scale: int, *, clamp: bool = True) -> Tensor:
+def upsample(lr: Tensor, scale: int, *, clamp: bool = True, kernel: Kernel = "torch") -> Tensor:
     """Bicubic upsampling to (H * scale, W * scale), align_corners=False, clamped to [0, 1].
 
     This is the condition ``lr_up`` fed to every model (train and inference alike). Bicubic
     overshoots near edges; ``clamp=False`` keeps the raw interpolant (use it for signed data
-    such as back-projection residuals).
+    such as back-projection residuals). kernel "matlab": MATLAB ``imresize`` (a = -0.5,
+    mirrored borders) instead of PyTorch's a = -0.75.
     """
     check_image(lr, "lr")
     h, w = lr.shape[-2:]
-    out = F.interpolate(lr, size=(h * scale, w * scale), mode="bicubic", align_corners=False)
+    if kernel == "matlab":
+        out = imresize_matlab(lr, (h * scale, w * scale))
+    else:
+        out = F.interpolate(lr, size=(h * scale, w * scale), mode="bicubic", align_corners=False)
     return out.clamp(0.0, 1.0) if clamp else out
+
+
+def _matlab_cubic(x: Tensor) -> Tensor:
+    """MATLAB's cubic kernel (Keys, a = -0.5)."""
+    ax = x.abs()
+    ax2, ax3 = ax * ax, ax * ax * ax
+    inner = (1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1)
+    outer = (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2))
+    return inner + outer
+
+
+def imresize_matrix(in_len: int, out_len: int) -> Tensor:
+    """The (out_len, in_len) float64 matrix of MATLAB ``imresize(..., 'bicubic')`` along one axis.
+
+    As MATLAB's ``contributions``: output pixel x (1-based) sits at input position
+    ``u = x / s + 0.5 (1 - 1 / s)`` with s = out_len / in_len; when shrinking (s < 1) the
+    kernel is stretched by 1 / s and scaled by s (antialiasing); weights are normalised to sum
+    to one; indices outside the image are mirrored ('symmetric': the edge pixel repeats).
+    """
+    s = out_len / in_len
+    width = 4.0 / s if s < 1 else 4.0
+    x = torch.arange(1, out_len + 1, dtype=torch.float64)
+    u = x / s + 0.5 * (1 - 1 / s)
+    left = torch.floor(u - width / 2)
+    taps = int(math.ceil(width)) + 2
+    idx = left[:, None] + torch.arange(taps, dtype=torch.float64)[None, :]
+    dist = u[:, None] - idx
+    weights = s * _matlab_cubic(s * dist) if s < 1 else _matlab_cubic(dist)
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    mirror = torch.cat([torch.arange(in_len), torch.arange(in_len - 1, -1, -1)])
+    cols = mirror[((idx.long() - 1) % (2 * in_len))]
+    matrix = torch.zeros(out_len, in_len, dtype=torch.float64)
+    matrix.scatter_add_(1, cols, weights)
+    return matrix
+
+
+def imresize_matlab(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """MATLAB ``imresize(x, size, 'bicubic')`` of (B, C, H, W): separable, float64 inside, in x's dtype."""
+    check_image(x, "x")
+    h, w = x.shape[-2:]
+    a_h = imresize_matrix(h, size[0]).to(x.device)
+    a_w = imresize_matrix(w, size[1]).to(x.device)
+    return (a_h @ x.double() @ a_w.T).to(x.dtype if x.is_floating_point() else torch.float32)
 
 
 def _resize(x: Tensor, size: tuple[int, int], mode: str) -> Tensor:
@@ -170,6 +225,33 @@ def _kept(n_hr: int, n_lr: int, device: torch.device) -> tuple[Tensor, Tensor]:
     return f % n_hr, f % n_lr
 
 
+def kspace_measure(hr: Tensor, scale: int, rician: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+    """The complex k-space measurement of a k-space truncated acquisition, as an LR image (B, C, h, w).
+
+    ``IFFT2`` of the kept centre of ``FFT2(hr)`` (scaled so intensities are preserved, see
+    :func:`kspace_truncate`), plus complex Gaussian noise of std ``rician`` per component. This
+    is what the scanner measured: :func:`kspace_truncate` shows its magnitude, and k-space data
+    consistency projects onto it (:func:`diffsr.sampling.consistency.kspace_project`). Complex
+    dtype (complex64 / complex128 after the input's precision).
+    """
+    check_image(hr, "hr")
+    _, _, hh, ww = hr.shape
+    h, w = _lr_size(hh, ww, scale)
+    work = hr if hr.dtype in (torch.float32, torch.float64) else hr.float()
+    spectrum = torch.fft.fft2(work)
+    hr_r, lr_r = _kept(hh, h, hr.device)
+    hr_c, lr_c = _kept(ww, w, hr.device)
+    out = spectrum.new_zeros((*hr.shape[:2], h, w))
+    kept = spectrum.index_select(-2, hr_r).index_select(-1, hr_c) * (h * w / (hh * ww))
+    out[..., lr_r[:, None], lr_c[None, :]] = kept
+    lr = torch.fft.ifft2(out)
+    if rician > 0:
+        noise_re = _randn(tuple(lr.shape), work, generator)
+        noise_im = _randn(tuple(lr.shape), work, generator)
+        lr = lr + rician * torch.complex(noise_re, noise_im)
+    return lr
+
+
 def kspace_truncate(
     hr: Tensor,
     scale: int,
@@ -189,43 +271,31 @@ def kspace_truncate(
     :func:`kspace_upsample` (zero-filling) of a noiseless ``magnitude=False`` LR has exactly
     the HR's spectrum at the kept frequencies and zero elsewhere.
     """
-    check_image(hr, "hr")
-    _, _, hh, ww = hr.shape
-    h, w = _lr_size(hh, ww, scale)
-    work = hr if hr.dtype in (torch.float32, torch.float64) else hr.float()
-    spectrum = torch.fft.fft2(work)
-    hr_r, lr_r = _kept(hh, h, hr.device)
-    hr_c, lr_c = _kept(ww, w, hr.device)
-    out = spectrum.new_zeros((*hr.shape[:2], h, w))
-    kept = spectrum.index_select(-2, hr_r).index_select(-1, hr_c) * (h * w / (hh * ww))
-    out[..., lr_r[:, None], lr_c[None, :]] = kept
-    lr = torch.fft.ifft2(out)
-    if rician > 0:
-        noise_re = _randn(tuple(lr.shape), work, generator)
-        noise_im = _randn(tuple(lr.shape), work, generator)
-        lr = lr + rician * torch.complex(noise_re, noise_im)
+    lr = kspace_measure(hr, scale, rician, generator)
     result = lr.abs() if magnitude else lr.real
     return result.to(hr.dtype)
 
 
-def kspace_upsample(lr: Tensor, scale: int) -> Tensor:
+def kspace_upsample(lr: Tensor, scale: int, *, real: bool = True) -> Tensor:
     """Zero-filled (sinc) upsampling: the inverse of :func:`kspace_truncate`'s cropping.
 
     The LR spectrum at |k| <= (h - 1) // 2 is placed in an (h scale) x (w scale) spectrum,
     times (H W) / (h w); the rest is zero; the real part of the inverse FFT is returned
-    (not clamped).
+    (not clamped), or the complex image with ``real=False`` (``lr`` may then be complex, a
+    :func:`kspace_measure`).
     """
     check_image(lr, "lr")
     _, _, h, w = lr.shape
     hh, ww = h * scale, w * scale
-    work = lr if lr.dtype in (torch.float32, torch.float64) else lr.float()
+    work = lr if lr.dtype in (torch.float32, torch.float64, torch.complex64, torch.complex128) else lr.float()
     spectrum = torch.fft.fft2(work)
     hr_r, lr_r = _kept(hh, h, lr.device)
     hr_c, lr_c = _kept(ww, w, lr.device)
     out = spectrum.new_zeros((*lr.shape[:2], hh, ww))
     kept = spectrum.index_select(-2, lr_r).index_select(-1, lr_c) * (hh * ww / (h * w))
     out[..., hr_r[:, None], hr_c[None, :]] = kept
-    return torch.fft.ifft2(out).real.to(lr.dtype)
+    up = torch.fft.ifft2(out)
+    return up.real.to(lr.real.dtype if lr.is_complex() else lr.dtype) if real else up
 
 
 # ----------------------------------------------------------------------------- infrared sensor
@@ -407,6 +477,14 @@ class Degradation:
         check_image(hr, "hr")
         return self.degrade(hr, generator).clamp(0.0, 1.0)
 
+    def measure(self, hr: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+        """(the LR image, the raw measurement data consistency should project onto, or None).
+
+        None means the LR image itself is the measurement (every degradation but k-space, whose
+        measurement is complex and unclamped while the image shown is its clamped magnitude).
+        """
+        return self(hr, generator), None
+
     def upsample(self, lr: Tensor) -> Tensor:
         """The condition on the HR grid: bicubic, clamped (see :func:`upsample`)."""
         return upsample(lr, self.scale)
@@ -419,9 +497,10 @@ Range = tuple[float, float]
 
 
 class BicubicConfig(Strict):
-    """``lr = bicubic_down(hr)``: no parameters."""
+    """``lr = bicubic_down(hr)``; ``kernel``: PyTorch's (a = -0.75) or MATLAB imresize's (a = -0.5)."""
 
     name: Literal["bicubic"] = "bicubic"
+    kernel: Kernel = "torch"
 
 
 class BlurNoiseConfig(Strict):
@@ -462,9 +541,24 @@ class RealESRGANConfig(Strict):
 
 @DEGRADATIONS.register("bicubic", config=BicubicConfig)
 class BicubicDegradation(Degradation):
-    """``lr = bicubic_down(hr)``: deterministic, the classic SR benchmark setting."""
+    """``lr = bicubic_down(hr)``: deterministic, the classic SR benchmark setting.
+
+    kernel "matlab": MATLAB ``imresize`` down (and the condition up) instead of PyTorch's kernel.
+    """
 
     name = "bicubic"
+
+    def __init__(self, scale: int, *, kernel: Kernel = "torch", **params: Any) -> None:
+        super().__init__(scale, **params)
+        if kernel not in ("torch", "matlab"):
+            raise ConfigError(f"degradation.kernel: 'torch' or 'matlab', got {kernel!r}")
+        self.kernel = kernel
+
+    def degrade(self, hr: Tensor, generator: torch.Generator | None) -> Tensor:
+        return bicubic_down(hr, self.scale, kernel=self.kernel)
+
+    def upsample(self, lr: Tensor) -> Tensor:
+        return upsample(lr, self.scale, kernel=self.kernel)
 
 
 @DEGRADATIONS.register("blur_noise", config=BlurNoiseConfig)
@@ -496,6 +590,12 @@ class KSpaceDegradation(Degradation):
 
     def degrade(self, hr: Tensor, generator: torch.Generator | None) -> Tensor:
         return kspace_truncate(hr, self.scale, rician=self.rician, generator=generator)
+
+    def measure(self, hr: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+        """(|measurement| clamped to [0, 1], the complex measurement): one draw of the noise for both."""
+        check_image(hr, "hr")
+        measurement = kspace_measure(hr, self.scale, self.rician, generator)
+        return measurement.abs().to(hr.dtype).clamp(0.0, 1.0), measurement
 
 
 @DEGRADATIONS.register("infrared", config=InfraredConfig)

@@ -32,7 +32,9 @@ class EvalItem:
     record and intensity describe the source file (shared by every slice of a volume; None
     for items made in memory); ``slice_index`` is the slice within the record; ``paired`` is
     True when LR came from a file; items sharing ``volume`` are slices of one volume (the
-    evaluation report shows them as a montage).
+    evaluation report shows them as a montage). ``measurement``: the raw measurement behind a
+    simulated LR when it is not the LR image itself (the complex k-space of the ``kspace``
+    degradation): data consistency projects onto it.
     """
 
     name: str
@@ -43,6 +45,7 @@ class EvalItem:
     slice_index: int | None = 0
     paired: bool = False
     volume: str | None = None
+    measurement: Tensor | None = None
 
 
 def _as_degradation(degradation: Degradation | DegradationConfig | str | None, scale: int) -> Degradation:
@@ -169,8 +172,9 @@ def _eval_item(p: Path, loaded: _Loaded, lr_loaded: _Loaded | None, i: int, *, s
         ly, lx = y0 // scale, x0 // scale
         lr_np = lr_np[:, ly : ly + ch // scale, lx : lx + cw // scale]
         lr = torch.from_numpy(np.ascontiguousarray(lr_np))[None]
-    else:
-        lr = deg(hr, _generator(seed, 0, number))
+    measurement = None
+    if lr_loaded is None:
+        lr, measurement = deg.measure(hr, _generator(seed, 0, number))
     volume = p.name if loaded.unit.shape[0] > 1 else None
     return EvalItem(_slice_name(loaded, i), hr, lr, loaded.record, loaded.intensity, i, volume=volume,
-                    paired=lr_loaded is not None)
+                    paired=lr_loaded is not None, measurement=measurement)

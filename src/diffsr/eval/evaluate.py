@@ -95,15 +95,19 @@ class _Runner:
         self.device, self.seed = device, seed
 
     def __call__(
-        self, name: str, fn: Method, lr: Tensor, scale: int, hr: Tensor, index: int, item_name: str
+        self, name: str, fn: Method, lr: Tensor, scale: int, hr: Tensor, index: int, item_name: str,
+        measurement: Tensor | None = None,
     ) -> tuple[Tensor, float]:
         # same noise for every method on an image, different across images
         torch.manual_seed(self.seed + index)
         lr_dev = lr.to(self.device)
+        # a raw measurement (complex k-space) goes to the methods that project onto it
+        extra = {"measurement": measurement.to(self.device)} if (
+            measurement is not None and getattr(fn, "accepts_measurement", False)) else {}
         _sync(self.device)
         start = time.perf_counter()
         with torch.no_grad():
-            sr = fn(lr_dev, scale)
+            sr = fn(lr_dev, scale, **extra)
         _sync(self.device)
         seconds = time.perf_counter() - start
         if not isinstance(sr, Tensor) or sr.shape != hr.shape:
@@ -152,6 +156,9 @@ class EvalOptions:
 
     steps_sweep: method name -> {sampling steps: method}; gives the metrics-vs-steps table
         and plot.
+    detail_sweep: method name -> {detail in [0, 1]: method}; gives the perception-distortion
+        table and plane (PSNR against sharpness and LPIPS, each method a point, each swept run
+        a line from faithful to realistic).
     lr_key, hr_key: where an item keeps its LR and HR images.
     scale: checked against every item (inferred from the first item when None).
     device: where the LR input is placed before a method is called (and what the timing
@@ -173,6 +180,7 @@ class EvalOptions:
     """
 
     steps_sweep: Mapping[str, Mapping[int, Method]] | None = None
+    detail_sweep: Mapping[str, Mapping[float, Method]] | None = None
     lr_key: str = "lr"
     hr_key: str = "hr"
     scale: int | None = None
@@ -248,8 +256,9 @@ def evaluate(
     runs = _run_methods(items, methods, suite, run, conv, out_dir, opts)
     metric_names = suite.names
     statistics = _statistics(items, method_names, metric_names, runs, opts)
-    sweep_results = _sweep(items, metric_names, suite, run, runs.scale, opts)
+    sweep_results = _sweep(items, metric_names, suite, run, runs.scale, opts, opts.steps_sweep)
     results = _assemble_results(methods, conv, suite, runs, statistics, sweep_results, device, len(items), opts)
+    results["detail_sweep"] = _sweep(items, metric_names, suite, run, runs.scale, opts, opts.detail_sweep)
 
     figure_files: dict[str, str] = {}
     if opts.figures:
@@ -321,7 +330,7 @@ def _run_methods(
             raise DataError(f"{name}: scale {item_scale}, expected {scale}")
         srs: dict[str, Tensor] = {}
         for method_name, fn in methods.items():
-            sr, dt = run(method_name, fn, lr, scale, hr, index, name)
+            sr, dt = run(method_name, fn, lr, scale, hr, index, name, _get(item, "measurement"))
             srs[method_name] = sr
             seconds[method_name].append(dt)
             values = suite(sr, hr)
@@ -383,17 +392,19 @@ def _statistics(
 
 
 def _sweep(
-    items: list[Any], metric_names: list[str], suite: MetricSuite, run: _Runner, scale: int, opts: EvalOptions
+    items: list[Any], metric_names: list[str], suite: MetricSuite, run: _Runner, scale: int, opts: EvalOptions,
+    sweep: Mapping[str, Mapping[Any, Method]] | None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """method -> str(sampling steps) -> metric -> summary, over every item (``opts.steps_sweep``)."""
+    """method -> str(swept value: steps or detail) -> metric -> summary, over every item."""
     sweep_results: dict[str, dict[str, dict[str, Any]]] = {}
-    for method_name, by_steps in (opts.steps_sweep or {}).items():
+    for method_name, by_steps in (sweep or {}).items():
         sweep_results[method_name] = {}
         for steps, fn in sorted(by_steps.items()):
             values: dict[str, list[float]] = {k: [] for k in metric_names}
             for index, item in enumerate(items):
                 hr, lr = _get(item, opts.hr_key).detach().cpu(), _get(item, opts.lr_key).detach().cpu()
-                sr, _ = run(f"{method_name}@{steps}", fn, lr, scale, hr, index, str(_get(item, "name")))
+                sr, _ = run(f"{method_name}@{steps}", fn, lr, scale, hr, index, str(_get(item, "name")),
+                            _get(item, "measurement"))
                 for k, v in suite(sr, hr).items():
                     values[k].append(float(v[0]))
             sweep_results[method_name][str(steps)] = {
@@ -492,6 +503,10 @@ def _write_figures(
         baselines = {m: summary[m]["psnr"]["mean"] for m in methods if m not in results["steps_sweep"]}
         report.plot_steps_sweep(results["steps_sweep"], out_dir / "psnr_vs_steps.png", baselines=baselines)
         files["PSNR vs sampling steps (95 % CI band)"] = "psnr_vs_steps.png"
+    if results.get("detail_sweep"):
+        report.plot_perception_distortion(summary, results["detail_sweep"], out_dir / "perception_distortion.png")
+        files["Perception-distortion plane: PSNR against sharpness (and LPIPS), detail 0 -> 1"] = \
+            "perception_distortion.png"
 
     if highlight is None:
         candidates = methods[1:] or methods

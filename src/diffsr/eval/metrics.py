@@ -1,4 +1,4 @@
-"""Image-quality metrics with pinned conventions: PSNR, SSIM, LPIPS, MS-SSIM and sharpness.
+"""Image-quality metrics with pinned conventions: PSNR, SSIM, LPIPS, MS-SSIM, NRMSE/NMSE, HFEN, sharpness.
 
 Every number diffsr reports is computed under a :class:`Conventions` record (data range,
 border crop, Y channel or single channel, optional quantisation, LPIPS backbone) that is
@@ -35,6 +35,9 @@ METRIC_INFO: dict[str, dict[str, str]] = {
     "ssim": {"better": "higher", "unit": ""},
     "ms_ssim": {"better": "higher", "unit": ""},
     "lpips": {"better": "lower", "unit": ""},
+    "nmse": {"better": "lower", "unit": ""},
+    "nrmse": {"better": "lower", "unit": ""},
+    "hfen": {"better": "lower", "unit": ""},
     "sharpness": {"better": "closer to 1", "unit": "ratio"},
 }
 
@@ -57,6 +60,9 @@ class Conventions:
     precision: dtype the metrics are computed in.
     rgb_input: how RGB files were turned into the evaluated images, when they were (e.g. the
         BT.601 studio-swing Y of 1-channel evaluation); None when no conversion was made.
+    bicubic: the bicubic kernel of the LR images and the bicubic baseline: "torch" (PyTorch,
+        a = -0.75) or "matlab" (MATLAB imresize, a = -0.5, antialiased, mirrored borders: the
+        convention of most published tables).
     """
 
     data_range: float = 1.0
@@ -70,6 +76,7 @@ class Conventions:
     sharpness_cutoff: float = 0.125
     precision: str = "float64"
     rgb_input: str | None = None
+    bicubic: str = "torch"
 
     def __post_init__(self) -> None:
         if self.data_range <= 0:
@@ -78,6 +85,8 @@ class Conventions:
             raise ConfigError(f"eval.crop_border: must be >= 0, got {self.crop_border}")
         if self.quantize_bits is not None and not 1 <= self.quantize_bits <= 16:
             raise ConfigError(f"eval.quantize: bits must be in 1..16, got {self.quantize_bits}")
+        if self.bicubic not in ("torch", "matlab"):
+            raise ConfigError(f"bicubic: 'torch' or 'matlab', got {self.bicubic!r}")
         if not 0 < self.sharpness_cutoff < 2**0.5:
             raise ConfigError(f"eval.sharpness_cutoff: must be in (0, 1.414), got {self.sharpness_cutoff}")
 
@@ -109,6 +118,14 @@ class Conventions:
             "sum |FFT(hann * (x - mean))|^2 at radial frequency > sharpness_cutoff * Nyquist, "
             "SR over HR (1.0 = as sharp as HR)"
         )
+        out["nmse"] = "||SR - HR||^2 / ||HR||^2 per image (fastMRI's NMSE); nrmse = sqrt(nmse)"
+        out["hfen"] = ("||LoG(SR) - LoG(HR)|| / ||LoG(HR)|| per image (Ravishankar & Bresler 2011): MATLAB "
+                       "fspecial('log', 15, 1.5), imfilter 'symmetric' borders")
+        out["bicubic_kernel"] = {
+            "torch": "PyTorch bicubic, a = -0.75 (antialiased when shrinking); MATLAB's a = -0.5 gives published "
+                     "tables' bicubic numbers",
+            "matlab": "MATLAB imresize bicubic, a = -0.5, antialiased when shrinking, mirrored ('symmetric') borders",
+        }[self.bicubic]
         out["aggregation"] = "per-image metric, then mean over images"
         return out
 
@@ -199,6 +216,67 @@ def ms_ssim_metric(sr: Tensor, hr: Tensor, *, data_range: float) -> Tensor:
     return ms_ssim(sr.double(), hr.double(), data_range=data_range, reduction="none").double()
 
 
+def nmse(sr: Tensor, hr: Tensor) -> Tensor:
+    """Per-image normalised MSE, (B,) float64: ``||sr - hr||^2 / ||hr||^2`` (fastMRI's definition).
+
+    Scale-free (no data range): for MRI in arbitrary units. An all-zero HR gives inf (0 / 0: nan).
+    """
+    check_image(sr, "sr")
+    if sr.shape != hr.shape:
+        raise ValueError(f"sr: expected the shape of hr {tuple(hr.shape)}, got {tuple(sr.shape)}")
+    sr, hr = sr.double(), hr.double()
+    return (sr - hr).pow(2).sum(dim=(1, 2, 3)) / hr.pow(2).sum(dim=(1, 2, 3))
+
+
+def nrmse(sr: Tensor, hr: Tensor) -> Tensor:
+    """Per-image normalised RMSE, (B,) float64: ``||sr - hr|| / ||hr||`` = sqrt(NMSE)."""
+    return nmse(sr, hr).sqrt()
+
+
+def log_kernel(size: int = 15, sigma: float = 1.5) -> Tensor:
+    """MATLAB ``fspecial('log', size, sigma)``: the zero-sum Laplacian-of-Gaussian kernel, float64."""
+    r = (size - 1) / 2
+    ax = torch.arange(-r, r + 1, dtype=torch.float64)
+    y, x = torch.meshgrid(ax, ax, indexing="ij")
+    rr = x * x + y * y
+    std2 = sigma * sigma
+    h = torch.exp(-rr / (2 * std2))
+    h = torch.where(h < torch.finfo(torch.float64).eps * h.max(), torch.zeros_like(h), h)
+    h = h / h.sum()
+    h1 = h * (rr - 2 * std2) / (std2 * std2)
+    return h1 - h1.sum() / (size * size)
+
+
+def _symmetric_pad(x: Tensor, p: int) -> Tensor:
+    """MATLAB 'symmetric' (edge-repeating) padding of the last two dims by ``p``."""
+    h, w = x.shape[-2:]
+    if p > min(h, w):
+        raise ValueError(f"HFEN: image {h}x{w} is smaller than the filter's half-width {p}")
+    x = torch.cat([x[..., :p, :].flip(-2), x, x[..., h - p :, :].flip(-2)], dim=-2)
+    return torch.cat([x[..., :p].flip(-1), x, x[..., w - p :].flip(-1)], dim=-1)
+
+
+def log_filter(x: Tensor, size: int = 15, sigma: float = 1.5) -> Tensor:
+    """``imfilter(x, fspecial('log', size, sigma), 'symmetric')`` per channel, float64 (B, C, H, W)."""
+    check_image(x, "x")
+    k = log_kernel(size, sigma).to(x.device)
+    b, c, h, w = x.shape
+    flat = _symmetric_pad(x.double().reshape(b * c, 1, h, w), size // 2)
+    return torch.nn.functional.conv2d(flat, k[None, None]).reshape(b, c, h, w)
+
+
+def hfen(sr: Tensor, hr: Tensor, *, size: int = 15, sigma: float = 1.5) -> Tensor:
+    """Per-image high-frequency error norm, (B,) float64 (Ravishankar & Bresler 2011).
+
+    ``||LoG(sr) - LoG(hr)||_2 / ||LoG(hr)||_2`` with MATLAB's ``fspecial('log', 15, 1.5)`` and
+    'symmetric' borders: the relative error of the edges and fine texture alone.
+    """
+    if sr.shape != hr.shape:
+        raise ValueError(f"sr: expected the shape of hr {tuple(hr.shape)}, got {tuple(sr.shape)}")
+    e_sr, e_hr = log_filter(sr, size, sigma), log_filter(hr, size, sigma)
+    return (e_sr - e_hr).pow(2).sum(dim=(1, 2, 3)).sqrt() / e_hr.pow(2).sum(dim=(1, 2, 3)).sqrt()
+
+
 def high_frequency_energy(x: Tensor, *, cutoff: float) -> Tensor:
     """Spectral energy above ``cutoff`` (fraction of Nyquist) per image, (B,) float64.
 
@@ -276,7 +354,7 @@ class MetricSuite:
             names.append("ms_ssim")
         if self._lpips is not None:
             names.append("lpips")
-        return [*names, "sharpness"]
+        return [*names, "nrmse", "nmse", "hfen", "sharpness"]
 
     def _note(self, message: str) -> None:
         if message not in self.notes:
@@ -296,8 +374,17 @@ class MetricSuite:
             out["ms_ssim"] = self._ms_ssim_values(sr_y, hr_y)
         if self._lpips is not None:
             out["lpips"] = self._lpips_values(sr, hr)
+        out["nmse"] = nmse(sr_y, hr_y)
+        out["nrmse"] = out["nmse"].sqrt()
+        out["hfen"] = self._hfen_values(sr_y, hr_y)
         out["sharpness"] = sharpness_ratio(sr_y, hr_y, cutoff=conv.sharpness_cutoff)
         return {name: out[name].double().cpu().numpy() for name in self.names}
+
+    def _hfen_values(self, sr_y: Tensor, hr_y: Tensor) -> Tensor:
+        if min(sr_y.shape[-2:]) < 8:
+            self._note("HFEN skipped on images whose cropped short side is < 8 px (15x15 LoG filter)")
+            return torch.full((sr_y.shape[0],), float("nan"), dtype=torch.float64)
+        return hfen(sr_y, hr_y)
 
     def _ms_ssim_values(self, sr_y: Tensor, hr_y: Tensor) -> Tensor:
         if min(sr_y.shape[-2:]) < MS_SSIM_MIN_SIZE:

@@ -24,6 +24,9 @@ METRIC_LABELS = {
     "ssim": "SSIM",
     "ms_ssim": "MS-SSIM",
     "lpips": "LPIPS",
+    "nrmse": "NRMSE",
+    "nmse": "NMSE",
+    "hfen": "HFEN",
     "sharpness": "sharpness (SR/HR)",
 }
 
@@ -123,6 +126,44 @@ def plot_steps_sweep(
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_perception_distortion(
+    summary: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    detail_sweep: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]],
+    path: str | Path,
+) -> Path:
+    """PSNR (distortion) against sharpness and, when measured, LPIPS (perception).
+
+    Every evaluated method is a point; every swept run is a line through its detail values
+    (labelled), from the faithful end (detail 0) to the realistic one (detail 1).
+    """
+    path = Path(path)
+    has_lpips = any("lpips" in s for s in summary.values())
+    axes_for = ["sharpness", "lpips"] if has_lpips else ["sharpness"]
+    fig = _figure(4.6 * len(axes_for), 3.6)
+    axes = np.atleast_1d(fig.subplots(1, len(axes_for)))
+    for ax, x_metric in zip(axes, axes_for, strict=True):
+        for i, (name, s) in enumerate(summary.items()):
+            x, y = s.get(x_metric, {}).get("mean"), s.get("psnr", {}).get("mean")
+            if x is not None and y is not None:
+                ax.plot([x], [y], "o", color=f"C{i % 10}", label=name)
+        for j, (name, by_detail) in enumerate(detail_sweep.items()):
+            keys = sorted(by_detail, key=float)
+            xs = [_finite(by_detail[k].get(x_metric, {}).get("mean")) for k in keys]
+            ys = [_finite(by_detail[k].get("psnr", {}).get("mean")) for k in keys]
+            ax.plot(xs, ys, "-", marker=".", color=f"C{(j + len(summary)) % 10}", label=f"{name} (detail)")
+            for k, x, y in zip(keys, xs, ys, strict=True):
+                ax.annotate(f"{float(k):g}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if x_metric == "sharpness":
+            ax.axvline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_xlabel(METRIC_LABELS.get(x_metric, x_metric) + (" (1 = as sharp as HR)" if x_metric == "sharpness"
+                                                               else " (lower = closer)"))
+        ax.set_ylabel("PSNR (dB)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("perception-distortion plane (means over images)", fontsize=9)
     return _save(fig, path)
 
 
@@ -260,7 +301,7 @@ def _cell(text: str) -> str:
 
 
 def _digits(metric: str) -> int:
-    return 2 if metric == "psnr" else 4
+    return 2 if metric == "psnr" else 5 if metric == "nmse" else 4
 
 
 def write_report_md(
@@ -287,6 +328,8 @@ def write_report_md(
         *_paired_section(results.get("paired", {}), metrics, reference),
         *_timing_section(results),
         *_sweep_section(results.get("steps_sweep") or {}, metrics),
+        *_sweep_section(results.get("detail_sweep") or {}, metrics, title="Detail (faithful 0 .. realistic 1)",
+                        column="detail"),
         *_figures_section(figures),
         *_notes_section(results.get("notes", [])),
     ]
@@ -394,19 +437,20 @@ def _timing_section(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _sweep_section(sweep: Mapping[str, Any], metrics: list[str]) -> list[str]:
-    """Mean [CI] per method, number of sampling steps and metric; nothing without a sweep."""
+def _sweep_section(sweep: Mapping[str, Any], metrics: list[str], *, title: str = "Sampling steps",
+                   column: str = "steps") -> list[str]:
+    """Mean [CI] per method, swept value (sampling steps, detail) and metric; nothing without a sweep."""
     if not sweep:
         return []
     labels = " | ".join(METRIC_LABELS.get(m, m) for m in metrics)
     lines = [
-        "## Sampling steps",
+        f"## {title}",
         "",
-        f"| method | steps | {labels} |",
+        f"| method | {column} | {labels} |",
         "|---|---|" + "---|" * len(metrics),
     ]
     for name, by_steps in sweep.items():
-        for steps in sorted(by_steps, key=int):
+        for steps in sorted(by_steps, key=float):
             cells = [name, str(steps)]
             for m in metrics:
                 s = by_steps[steps].get(m)

@@ -134,18 +134,24 @@ def kspace_mask(size: tuple[int, int] | torch.Size, scale: int, device: torch.de
 def kspace_project(x: Tensor, lr: Tensor, scale: int) -> Tensor:
     """Replace the kept (centre) frequencies of x's spectrum by the measurement's, in float64.
 
-    ``lr`` is the k-space-truncated LR image (see :func:`~diffsr.data.degrade.kspace_truncate`);
-    the measurement on the HR grid is its zero-filled upsampling. The result's kept frequencies
-    equal the measurement's exactly; the others are x's.
+    ``lr``: the measurement. Best the complex one the scanner made
+    (:func:`~diffsr.data.degrade.kspace_measure`, kept with a simulated LR): then projecting the
+    true HR onto its own measurement returns the HR exactly. A real image works too (the
+    magnitude LR of a file, all there is for real data); its magnitude and clamping make it
+    differ from the true measurement, which caps what the projection can reach. The measurement
+    on the HR grid is its zero-filled upsampling; the result's kept frequencies equal it
+    exactly, the others are x's, and the real part of the image is returned.
     """
     from diffsr.data.degrade import kspace_upsample
 
     _check_pair(x, lr, scale)
-    measured = torch.fft.fft2(kspace_upsample(lr.double(), scale), norm="ortho")
+    work = lr.to(torch.complex128) if lr.is_complex() else lr.double()
+    measured = torch.fft.fft2(kspace_upsample(work, scale, real=False), norm="ortho")
     spec = torch.fft.fft2(x.double(), norm="ortho")
     keep = torch.fft.ifftshift(kspace_mask(x.shape[-2:], scale, x.device))
     spec = torch.where(keep, measured, spec)
-    # both spectra are Hermitian and the kept set is symmetric: the inverse is real
+    # for a real (or noiseless) measurement both spectra are Hermitian and the kept set is
+    # symmetric, so the inverse is real; noise in a complex measurement leaves an imaginary part
     return torch.fft.ifft2(spec, norm="ortho").real.to(x.dtype)
 
 
@@ -160,7 +166,7 @@ def dps_step(x: Tensor, lr: Tensor, scale: int, step_size: float, operator: str 
     never overshoots; for "kspace" it is the exact projection. Computed with autograd (A^T is the
     vector-Jacobian product), in float64.
     """
-    from diffsr.data.degrade import bicubic_down, kspace_truncate
+    from diffsr.data.degrade import bicubic_down, kspace_measure, kspace_truncate
 
     _check_pair(x, lr, scale)
     h, w = x.shape[-2:]
@@ -169,6 +175,12 @@ def dps_step(x: Tensor, lr: Tensor, scale: int, step_size: float, operator: str 
             return bicubic_down(v, scale, clamp=False)
 
         norm2 = _bicubic_norm2(h, w, scale)
+    elif operator == "kspace" and lr.is_complex():
+        def forward(v: Tensor) -> Tensor:
+            return torch.view_as_real(kspace_measure(v, scale))
+
+        lr = torch.view_as_real(lr.to(torch.complex128))
+        norm2 = (h // scale) * (w // scale) / (h * w)
     elif operator == "kspace":
         def forward(v: Tensor) -> Tensor:
             return kspace_truncate(v, scale, magnitude=False)
@@ -205,7 +217,9 @@ def consistency_active(sample_cfg: Any) -> bool:
 class Consistency:
     """Image-space data consistency for one LR measurement: ``x (B, C, H, W) -> x``.
 
-    lr: (B, C, H / scale, W / scale) in [0, 1]. mode: "none" | "backprojection" | "kspace".
+    lr: (B, C, H / scale, W / scale), the measurement: the LR image in [0, 1], or the complex
+    k-space measurement for mode "kspace" (see :func:`kspace_project`). mode: "none" |
+    "backprojection" | "kspace".
     iters: projection rounds (> 1 alternates with clipping to [0, 1], ending with the
     projection). guidance: the gradient step size (used only with mode "none").
     degradation: the training degradation's name; it picks the guidance operator.
@@ -223,6 +237,8 @@ class Consistency:
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"consistency mode must be one of {MODES}, got {mode!r}")
+        if lr.is_complex() and mode == "backprojection":
+            lr = lr.abs().clamp(0.0, 1.0)  # back-projection works on the image
         if iters < 1:
             raise ValueError(f"consistency iters must be >= 1, got {iters}")
         self.lr, self.scale, self.mode = lr, int(scale), mode
@@ -253,17 +269,18 @@ class Consistency:
         return x
 
 
-def make_x0_hook(model: Any, lr: Tensor, scale: int, sample_cfg: Any, degradation: str) -> Callable[
-    [Tensor, Tensor, Latent], Tensor
-]:
+def make_x0_hook(model: Any, lr: Tensor, scale: int, sample_cfg: Any, degradation: str,
+                 measurement: Tensor | None = None) -> Callable[[Tensor, Tensor, Latent], Tensor]:
     """A sampler hook ``(z0_hat, t, zc) -> z0_hat`` for :meth:`SRModel.sample`.
 
     Decodes the estimate with the condition's side information, applies :class:`Consistency`
     (from ``sample_cfg.consistency``, ``consistency_iters`` and ``guidance``) to the region
     the LR covers (the sampler may pad to the codec's multiple) and re-encodes.
-    lr: (B, C, h, w), the measurement the condition ``upsample(lr, scale)`` was made from.
+    lr: (B, C, h, w), the image the condition ``upsample(lr, scale)`` was made from;
+    measurement: the raw measurement behind it when it differs (complex k-space), else None.
     """
-    fix = Consistency(lr, scale, sample_cfg.consistency, iters=sample_cfg.consistency_iters,
+    fix = Consistency(lr if measurement is None else measurement, scale, sample_cfg.consistency,
+                      iters=sample_cfg.consistency_iters,
                       guidance=sample_cfg.guidance, degradation=degradation)
     codec = model.codec
     hv, wv = lr.shape[-2] * scale, lr.shape[-1] * scale

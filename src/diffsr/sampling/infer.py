@@ -63,14 +63,16 @@ def load_model(ckpt: str | Path, *, ema: bool = True, device: str | torch.device
     return LoadedModel(model, config, data["path"], int(data["meta"].get("step", 0)), data["ema"] is not None and ema)
 
 
-def _consistency_hook(loaded: LoadedModel, lr: Tensor) -> Callable[..., Tensor] | None:
+def _consistency_hook(loaded: LoadedModel, lr: Tensor, measurement: Tensor | None = None
+                      ) -> Callable[..., Tensor] | None:
     """The sampler's x0 hook for ``sample.consistency`` / ``sample.guidance`` (None when both are off)."""
     from diffsr.sampling.consistency import consistency_active, make_x0_hook
 
     cfg = loaded.config.sample
     if not consistency_active(cfg):
         return None
-    return make_x0_hook(loaded.model, lr, loaded.scale, cfg, loaded.config.data.degradation.name)
+    return make_x0_hook(loaded.model, lr, loaded.scale, cfg, loaded.config.data.degradation.name,
+                        measurement=measurement)
 
 
 def super_resolve(
@@ -81,8 +83,13 @@ def super_resolve(
     tile: int | None = None,
     overlap: int | None = None,
     seed: int | None = None,
+    measurement: Tensor | None = None,
 ) -> Tensor:
     """LR (B, C, h, w) in [0, 1] -> SR (B, C, h*s, w*s) in [0, 1].
+
+    measurement: the raw measurement behind ``lr`` when data consistency should project onto
+    it rather than onto the image (the complex k-space of a simulated MRI acquisition,
+    :func:`~diffsr.data.degrade.kspace_measure`); None: ``lr`` itself.
 
     Channel counts that differ from the model's are handled explicitly: a 1-channel model
     processes each channel of an RGB image separately; a 3-channel model gets a grey image
@@ -112,6 +119,8 @@ def super_resolve(
             lambda x: super_resolve(loaded, x, steps=steps, tile=tile, overlap=overlap, seed=seed), lr,
             model.channels, "input",
         )
+    if measurement is not None:
+        measurement = measurement.to(device)
     run = _Run.of(loaded, lr, steps=steps, tile=tile, overlap=overlap, seed=seed)
     with torch.no_grad():
         if model.is_baseline:
@@ -120,8 +129,8 @@ def super_resolve(
             sr = run.blended(lr)
         else:  # whole image, or exact tiles: the untiled computation, consistency inside the sampler
             return model.sample(upsample_lr(lr, run.scale), steps=run.steps, generator=run.generator(),
-                                x0_hook=_consistency_hook(loaded, lr), net=run.net)
-        return _consistent(loaded, lr, sr, stitched=run.blend)
+                                x0_hook=_consistency_hook(loaded, lr, measurement), net=run.net, detail=run.detail)
+        return _consistent(loaded, lr if measurement is None else measurement, sr, stitched=run.blend)
 
 
 @dataclass
@@ -136,6 +145,7 @@ class _Run:
     seed: int
     net: Callable[..., Tensor] | None  # the denoiser evaluated in exact tiles (None: untiled / blend)
     blend: bool
+    detail: float | None = None
 
     @classmethod
     def of(cls, loaded: LoadedModel, lr: Tensor, *, steps: int | None, tile: int | None, overlap: int | None,
@@ -158,7 +168,7 @@ class _Run:
                 log.warning("%s: blending independent tiles instead (sample.tile_mode auto); they differ from the "
                             "whole-image result (docs/data.md, section 5)", err)
         return cls(loaded, lr.device, steps or cfg.steps, tile, cfg.overlap if overlap is None else overlap,
-                   cfg.seed if seed is None else seed, net, tiled and net is None)
+                   cfg.seed if seed is None else seed, net, tiled and net is None, cfg.detail)
 
     @property
     def scale(self) -> int:
@@ -207,7 +217,8 @@ class _Run:
             count[0] += 1
             # a tile has no LR measurement of its own: tiles are sampled without the hook and
             # the stitched image is made consistent with the whole LR once (below)
-            return model.sample(x, steps=self.steps, generator=self.generator(count[0]), noise=tile_noise)
+            return model.sample(x, steps=self.steps, generator=self.generator(count[0]), noise=tile_noise,
+                                detail=self.detail)
 
         return tiled_apply(run_tile, lr_up, tile=self.tile, overlap=self.overlap, multiple=d,  # type: ignore[arg-type]
                            with_origin=True)
@@ -221,7 +232,8 @@ def upsample_lr(lr: Tensor, scale: int) -> Tensor:
 
 
 def _consistent(loaded: LoadedModel, lr: Tensor, sr: Tensor, *, stitched: bool) -> Tensor:
-    """Data consistency applied to a finished image (a baseline's output or stitched blend tiles)."""
+    """Data consistency applied to a finished image (a baseline's output or stitched blend tiles);
+    ``lr`` is the measurement (the LR image, or complex k-space)."""
     from diffsr.sampling.consistency import Consistency, consistency_active
 
     cfg = loaded.config.sample
@@ -285,12 +297,17 @@ def sr_files(
     samples: int = 1,
     normalization: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    calibration: Any = None,
 ) -> list[Path]:
     """Super-resolve image files, folders, DICOM series and NIfTI volumes into ``out``.
 
     Each input keeps its format: PNG/TIFF with the input's bit depth and mode, NIfTI with the
     in-plane spacing divided by the scale, DICOM series with new UIDs. With ``samples > 1``
     the mean of N samples is written plus a per-pixel standard deviation map (``*_std``).
+    With a :class:`~diffsr.sampling.calibration.Calibration` (fitted for these sampling
+    options) the intervals ``[mean - lam lo, mean + lam up]`` are written as ``*_lo`` and
+    ``*_hi`` images in the output's format and units, and ``*_std`` holds the calibrated
+    half-width ``lam (lo + up) / 2`` instead of the raw standard deviation.
     """
     from diffsr.data.io import list_inputs, read, write
     from diffsr.data.normalize import default_policy, fit_intensity
@@ -311,7 +328,7 @@ def sr_files(
         n, c, h, w = unit.shape
         if min(h, w) < 4:
             raise DataError(f"{path}: image {w}x{h} is too small to super-resolve")
-        outs, stds = [], []
+        outs, stds, bounds = [], [], []
         for i in range(n):
             lr = torch.from_numpy(np.ascontiguousarray(unit[i : i + 1], dtype=np.float32))
             draws = [
@@ -320,7 +337,11 @@ def sr_files(
             ]
             stack = torch.stack(draws)
             outs.append(stack.mean(0).cpu().numpy())
-            if samples > 1:
+            if samples > 1 and calibration is not None:
+                spread, lower, upper = _calibrated(stack, calibration)
+                stds.append(spread)
+                bounds.append((lower, upper))
+            elif samples > 1:
                 stds.append(stack.std(0, correction=1).cpu().numpy())
             if progress:
                 progress(path.name, i + 1, n)
@@ -330,7 +351,21 @@ def sr_files(
         if stds:
             std = np.concatenate(stds, 0)
             written.append(write_std(out / _std_name(name), std, like=record, intensity=intensity, scale=loaded.scale))
+        for k, suffix in enumerate(("lo", "hi")):
+            if bounds:
+                bound = np.concatenate([b[k] for b in bounds], 0)
+                written.append(write(out / _std_name(name, suffix), bound, like=record, intensity=intensity,
+                                     scale=loaded.scale))
     return written
+
+
+def _calibrated(stack: Tensor, calibration: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(calibrated half-width, lower, upper) for N samples (N, B, C, H, W), in [0, 1] units."""
+    from diffsr.sampling.calibration import interval, interval_scales
+
+    mean, lo, up = interval_scales(stack.cpu().double().numpy(), calibration.interval, alpha=calibration.alpha)
+    lower, upper = interval(mean, lo, up, calibration.lam)
+    return calibration.lam * (lo + up) / 2, lower, upper
 
 
 def write_std(path: Path, std_unit: np.ndarray, *, like: Any, intensity: Any, scale: int) -> Path:
@@ -356,11 +391,11 @@ def _output_name(path: Path, record: Any) -> str:
     return f"{path.stem}_sr{path.suffix}"
 
 
-def _std_name(name: str) -> str:
+def _std_name(name: str, suffix: str = "std") -> str:
     if name.endswith(".nii.gz"):
-        return name[: -len(".nii.gz")] + "_std.nii.gz"
+        return name[: -len(".nii.gz")] + f"_{suffix}.nii.gz"
     p = Path(name)
-    return f"{p.stem}_std{p.suffix}" if p.suffix else f"{name}_std"
+    return f"{p.stem}_{suffix}{p.suffix}" if p.suffix else f"{name}_{suffix}"
 
 
 def match_channels(fn: Callable[[Tensor], Tensor], lr: Tensor, channels: int, where: str) -> Tensor:
@@ -387,7 +422,7 @@ def _first_conv_channels(net: torch.nn.Module) -> int:
 
 
 def method_from_spec(
-    spec: str, scale: int, *, steps: int | None = None, device: str | None = None
+    spec: str, scale: int, *, steps: int | None = None, device: str | None = None, bicubic: str = "torch"
 ) -> tuple[str, Callable[[Tensor, int], Tensor]]:
     """An evaluation method from a CLI spec: 'bicubic', 'CKPT', or '<baseline>:CKPT'.
 
@@ -410,7 +445,7 @@ def method_from_spec(
     if spec == "bicubic":
 
         def run_bicubic(lr: Tensor, s: int) -> Tensor:
-            return upsample(lr, s).clamp(0, 1)
+            return upsample(lr, s, kernel=bicubic).clamp(0, 1)  # type: ignore[arg-type]
 
         run_bicubic.params, run_bicubic.sampling_steps = 0, None  # type: ignore[attr-defined]
         return "bicubic", run_bicubic
@@ -440,10 +475,11 @@ def method_from_spec(
         raise DiffsrError(f"{spec}: the model was trained for x{loaded.scale}, evaluation asks for x{scale}")
     name = loaded.config.name if loaded.config.name != "custom" else Path(spec).name
 
-    def run_model(lr: Tensor, s: int) -> Tensor:
-        return super_resolve(loaded, lr, steps=steps).cpu()
+    def run_model(lr: Tensor, s: int, measurement: Tensor | None = None) -> Tensor:
+        return super_resolve(loaded, lr, steps=steps, measurement=measurement).cpu()
 
     run_model.loaded = loaded  # type: ignore[attr-defined]
+    run_model.accepts_measurement = True  # type: ignore[attr-defined]
     run_model.params = sum(p.numel() for p in loaded.model.parameters())  # type: ignore[attr-defined]
     run_model.sampling_steps = (  # type: ignore[attr-defined]
         1 if loaded.model.is_baseline else steps or loaded.config.sample.steps or loaded.model.process.default_steps
@@ -451,7 +487,8 @@ def method_from_spec(
     return name, run_model
 
 
-SAMPLE_OPTIONS = ("consistency", "consistency_iters", "guidance", "seed", "tile", "tile_mode", "overlap")
+SAMPLE_OPTIONS = ("consistency", "consistency_iters", "guidance", "seed", "tile", "tile_mode", "overlap", "detail",
+                  "steps")
 
 
 def _split_sample_options(spec: str) -> tuple[str, dict[str, str]]:
