@@ -46,15 +46,22 @@ def demo(
     steps: Annotated[int | None, typer.Option(help="Training steps (default: the demo preset's).")] = None,
     time_limit: Annotated[float | None, typer.Option(help="Training time budget in seconds.")] = None,
     sample_steps: Annotated[int | None, typer.Option(help="Sampling steps.")] = None,
+    baseline: Annotated[str | None, typer.Option(
+        help="Also train this feed-forward preset (edsr) with the same budget and compare.")] = None,
 ) -> None:
     """Train a tiny model on the built-in infrared/MRI samples (CPU), then compare it with bicubic."""
     from diffsr.cli.demo import run_demo
 
-    result = run_demo(out, steps=steps, time_limit=time_limit, sample_steps=sample_steps, console=console)
+    result = run_demo(out, steps=steps, time_limit=time_limit, sample_steps=sample_steps, console=console,
+                      baseline=baseline)
     console.print(
         f"diffsr {result['mean']['diffsr']['psnr']:.2f} dB vs bicubic {result['mean']['bicubic']['psnr']:.2f} dB "
         f"(mean PSNR on {result['n_images']} held-out images, gain {result['gain_db']:+.2f} dB)"
     )
+    if result.get("baseline"):
+        b = result["baseline"]["preset"]
+        console.print(f"{b} {result['mean'][b]['psnr']:.2f} dB, SSIM {result['mean'][b]['ssim']:.4f} vs diffsr SSIM "
+                      f"{result['mean']['diffsr']['ssim']:.4f} (same budget; see report.md)")
     console.print(f"outputs in {out}/: metrics.json, report.md, comparison.png, run/ (checkpoint)")
 
 

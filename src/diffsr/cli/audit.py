@@ -43,9 +43,10 @@ def run_audit(source: str, overrides: list[str]) -> str:
     from diffsr.processes import build_process
 
     # the config audit before any compute: no VAE, LPIPS or denoiser is built for a bad config
-    audit_config(cfg, has_decoder=True, t_range=build_process(cfg.process).t_range)
+    warnings = audit_config(cfg, has_decoder=True, process=build_process(cfg.process))
     model = build_model(cfg)
-    stack = build_loss_stack(cfg.losses, channels=cfg.data.channels, codec=model.codec, total_steps=cfg.train.steps)
+    stack = build_loss_stack(cfg.losses, channels=cfg.data.channels, codec=model.codec, total_steps=cfg.train.steps,
+                             process=model.process)
     batch = synthetic_batch(cfg)
     g = torch.Generator().manual_seed(1)
     # THE training forward, with timesteps and noise drawn from a fixed generator
@@ -56,4 +57,5 @@ def run_audit(source: str, overrides: list[str]) -> str:
     lines.append("  diffusion")
     for term in cfg.losses.terms:
         lines.append(f"  {term.key:<18} gate {term.gate.kind:<7} weight {term.weight.kind}")
+    lines += [f"warning: {w}" for w in warnings]
     return "\n".join(lines)

@@ -43,14 +43,15 @@ from diffsr.losses.schedules import (
     StagesSchedule,
 )
 from diffsr.losses.ssim import SSIMTerm
-from diffsr.nets import NETS, BaselineNetConfig, UNetConfig
+from diffsr.nets import NETS, BaselineNetConfig, ResNetConfig, UNetConfig
 from diffsr.processes import PROCESSES, DDPMConfig, DirectConfig, FlowConfig, RDDMConfig, ResShiftConfig
 
 # the built-in components' config models are re-exported here (they are defined beside each
 # component): ``from diffsr.config import FlowConfig, SSIMTerm, HardGateConfig`` keeps working
 BUILTIN_MODELS = (
     PixelConfig, WaveletConfig, VAEConfig, FlowConfig, DDPMConfig, ResShiftConfig, RDDMConfig, DirectConfig,
-    UNetConfig, BaselineNetConfig, BicubicConfig, BlurNoiseConfig, KSpaceConfig, InfraredConfig, RealESRGANConfig,
+    UNetConfig, ResNetConfig, BaselineNetConfig, BicubicConfig, BlurNoiseConfig, KSpaceConfig, InfraredConfig,
+    RealESRGANConfig,
     TermBase, PixelTerm, CharbonnierTerm, SSIMTerm, LPIPSTerm, FFLTerm, EdgeTerm, LatentTerm, LatentPerceptualTerm,
     GANTerm, FeatureTerm, NoGateConfig, HardGateConfig, LinearGateConfig, BinsGateConfig, ConstantSchedule,
     LinearSchedule, RampSchedule, Stage, StagesSchedule, AdaptiveSchedule,
@@ -95,6 +96,7 @@ __all__ = [
     "ProcessConfig",
     "RDDMConfig",
     "RampSchedule",
+    "ResNetConfig",
     "RealESRGANConfig",
     "ResShiftConfig",
     "SSIMTerm",
@@ -238,6 +240,10 @@ class TrainConfig(Strict):
     compile: bool = False
     threads: int | None = Field(None, ge=1)
     time_limit: float | None = Field(None, gt=0)  # seconds; stop (and checkpoint) when reached
+    # share of each batch trained at the one-step sampler's start time (the faithful output's
+    # timestep); those rows feed the fidelity terms only, the rest the diffusion loss (reweighted
+    # by 1 / (1 - fraction)), so the diffusion objective keeps its own timestep distribution
+    faithful_fraction: float = Field(0.0, ge=0, lt=1)
     audit: bool = True
 
 

@@ -33,12 +33,14 @@ def build_term_module(cfg: Any, *, channels: int, codec: Any = None) -> nn.Modul
     return TERMS.build_from(cfg, channels=channels, codec=codec)
 
 
-def build_loss_stack(cfg: Any, *, channels: int, codec: Any = None, total_steps: int | None = None) -> LossStack:
+def build_loss_stack(cfg: Any, *, channels: int, codec: Any = None, total_steps: int | None = None,
+                     process: Any = None) -> LossStack:
     """The :class:`LossStack` for a ``losses`` config section: one module, gate and schedule per term.
 
     channels: image channels (the GAN discriminator's input). codec: the codec (needed by
     latent_perceptual). total_steps: when given, terms whose schedule stays 0 for the whole
-    run are reported in the log (the audit makes that an error).
+    run are reported in the log (the audit makes that an error). process: the diffusion
+    process (the ``sampler`` gate opens at its sampling times).
     """
     terms = []
     for term_cfg in cfg.terms:
@@ -51,7 +53,7 @@ def build_loss_stack(cfg: Any, *, channels: int, codec: Any = None, total_steps:
                 module=build_term_module(term_cfg, channels=channels, codec=codec),
                 space=term_space(term_cfg.name),  # type: ignore[arg-type]
                 weight=weight,
-                gate=build_gate(term_cfg.gate),
+                gate=build_gate(term_cfg.gate, process=process),
                 paired_only=term_cfg.paired_only,
             )
         )

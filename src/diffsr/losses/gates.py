@@ -12,6 +12,9 @@ process's t range.
   0 from t_max on)
 - :class:`BinsGate`: the value of the bin holding t; bin i is ``edges[i-1] <= t < edges[i]``
   (ResShift T = 15: edges [5, 10], values [1.0, 0.1, 0.001])
+- :class:`SamplerGate`: 1 at the times the sampler visits (``steps`` sampling steps, 1 = the
+  faithful one-step output), else 0: the fidelity term trains exactly the timesteps that make
+  the output. Built with the process (``build_gate(cfg, process=...)``).
 
 Gates are not trained and carry no gradient (``t`` is detached).
 """
@@ -31,6 +34,8 @@ from diffsr.core.schema import Strict
 
 __all__ = [
     "GATES",
+    "SamplerGate",
+    "SamplerGateConfig",
     "BinsGate",
     "BinsGateConfig",
     "Gate",
@@ -235,10 +240,67 @@ class BinsGate(Gate):
         return None
 
 
-def build_gate(cfg: Any) -> Gate:
-    """The :class:`Gate` for a registered gate's config model (None: no gate; a Gate: itself)."""
+class SamplerGateConfig(Strict):
+    """1 at the times a ``steps``-step sampler evaluates the denoiser (1: the faithful one-step
+    output), within ``width`` in the process's t units; 0 elsewhere."""
+
+    kind: Literal["sampler"] = "sampler"
+    steps: int = Field(1, ge=1)
+    width: float = Field(0.0, ge=0)
+
+
+class SamplerGate(Gate):
+    """g(t) = 1 where t is one of ``times`` (within ``width``, at least 1e-4 relative), else 0.
+
+    The times are the process's sampling schedule: the fidelity terms then act exactly on the
+    timesteps the sampler uses to make its output (for the one-step sampler: the start time
+    t = T - 1 of ResShift / DDPM / RDDM, t = 1 of rectified flow, whose training times are
+    clamped to 1 - 1e-5).
+    """
+
+    kind = "sampler"
+
+    def __init__(self, times: Sequence[float], width: float = 0.0) -> None:
+        if not times:
+            raise ValueError("SamplerGate: needs the sampler's times")
+        self.times, self.width = [float(t) for t in times], float(width)
+
+    def _tolerance(self, t: float) -> float:
+        return max(self.width, 1e-4 * max(1.0, abs(t)))
+
+    def __call__(self, t: Tensor) -> Tensor:
+        t = _as_float(t)
+        hit = torch.zeros_like(t, dtype=torch.bool)
+        for time in self.times:
+            hit |= (t - time).abs() <= self._tolerance(time)
+        return hit.to(t.dtype)
+
+    def max_over(self, t_lo: float, t_hi: float) -> float:
+        reach = [t for t in self.times if t_lo - self._tolerance(t) <= t <= t_hi + self._tolerance(t)]
+        return 1.0 if reach else 0.0
+
+    def describe(self) -> str:
+        return f"t in sampler times {self.times}" + (f" +- {self.width:g}" if self.width else "")
+
+
+def _sampler_gate(cfg: SamplerGateConfig, *, process: Any = None, **_: Any) -> SamplerGate:
+    if process is None:
+        raise ValueError("gate 'sampler' needs the process (build_gate(cfg, process=...))")
+    return SamplerGate(process.sample_schedule(cfg.steps), cfg.width)
+
+
+GATES.register("sampler", config=SamplerGateConfig, build=_sampler_gate)(SamplerGate)
+
+
+def build_gate(cfg: Any, *, process: Any = None) -> Gate:
+    """The :class:`Gate` for a registered gate's config model (None: no gate; a Gate: itself).
+
+    process: the diffusion process (a ``sampler`` gate reads its sampling schedule).
+    """
     if cfg is None:
         return NoGate()
     if isinstance(cfg, Gate):
         return cfg
-    return GATES.build_from(cfg)
+    # a gate with its own builder gets the process (the sampler gate); a plain class its fields only
+    context = {"process": process} if GATES.entry(cfg.kind).build is not None else {}
+    return GATES.build_from(cfg, **context)

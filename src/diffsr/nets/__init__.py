@@ -14,6 +14,7 @@ from torch import nn
 
 from diffsr.nets.base import NETS
 from diffsr.nets.baselines import BASELINES, BaselineNetConfig, build_baseline, load_baseline
+from diffsr.nets.resnet import ResNetConfig, ResNetDenoiser
 from diffsr.nets.unet import PRESETS, UNet, UNetConfig, norm_groups, timestep_embedding
 
 
@@ -33,6 +34,8 @@ __all__ = [
     "NETS",
     "PRESETS",
     "BaselineNetConfig",
+    "ResNetConfig",
+    "ResNetDenoiser",
     "UNet",
     "UNetConfig",
     "build_baseline",

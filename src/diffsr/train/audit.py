@@ -29,6 +29,7 @@ from diffsr.losses import SCHEDULES, TERMS
 from diffsr.losses.gates import build_gate
 from diffsr.losses.schedules import build_schedule
 from diffsr.losses.stack import LossStack
+from diffsr.processes import PROCESSES
 
 __all__ = ["AuditResult", "audit_config", "audit_dead", "audit_model", "audit_reachability"]
 
@@ -44,12 +45,22 @@ def _names(keys: Sequence[str]) -> str:
 # ----------------------------------------------------------------------------- config
 
 
-def audit_config(cfg: Config, *, has_decoder: bool, t_range: tuple[float, float]) -> None:
+def audit_config(cfg: Config, *, has_decoder: bool, t_range: tuple[float, float] | None = None,
+                 process: Any = None) -> list[str]:
     """Raise a one-line :class:`ConfigError` naming the first impossible or inert loss term.
 
     has_decoder: whether the codec can decode z0_hat to pixels for pixel-space terms.
-    t_range: the process's (lowest, highest) training t, in its own units.
+    t_range: the process's (lowest, highest) training t, in its own units (default: the
+    process's). process: the built process (built from the config when None).
+    Returns warnings that do not stop training (logged too), e.g. fidelity terms that never act
+    at the timesteps the configured sampler uses.
     """
+    if process is None:
+        from diffsr.processes import build_process
+
+        process = build_process(cfg.process)
+    if t_range is None:
+        t_range = process.t_range
     losses = cfg.losses
     t_lo, t_hi = float(t_range[0]), float(t_range[1])
     last_step = max(cfg.train.steps - 1, 0)  # steps run: 0 .. train.steps - 1
@@ -65,7 +76,7 @@ def audit_config(cfg: Config, *, has_decoder: bool, t_range: tuple[float, float]
                 f"{where}: {term.name} needs the {caps.requires_codec.upper()} codec "
                 f"(codec.name is '{cfg.codec.name}')"
             )
-        _audit_gate(where, term.gate, t_lo, t_hi)
+        _audit_gate(where, term.gate, t_lo, t_hi, process)
         schedule = build_schedule(term.weight)
         peak = schedule.max_until(last_step)
         if peak <= 0:
@@ -79,10 +90,34 @@ def audit_config(cfg: Config, *, has_decoder: bool, t_range: tuple[float, float]
             f"losses: adaptive weight(s) for {_names(adaptive)} need a reference: "
             "diffusion_weight > 0 or a term with a fixed schedule"
         )
+    return _sampler_warnings(cfg, process)
 
 
-def _audit_gate(where: str, gate_cfg: object, t_lo: float, t_hi: float) -> None:
-    gate = build_gate(gate_cfg)
+def _sampler_warnings(cfg: Config, process: Any) -> list[str]:
+    """Fidelity terms that never act at the times the configured sampler evaluates the denoiser.
+
+    The output is made at those times (the faithful one-step output: at the process's start
+    time), so a fidelity term gated away from them trains the network where it is not used
+    (the demo once gated its L1 to t <= 1 and sampled at t = 3). A warning, not an error.
+    """
+    pixel_terms = [t for t in cfg.losses.terms if TERMS.caps(t.name).space == "pixel"]
+    if not pixel_terms or PROCESSES.caps(cfg.process.name).feed_forward:
+        return []
+    steps = 1 if cfg.sample.detail is not None else cfg.sample.steps
+    times = process.sample_schedule(steps)
+    reaching = [t.key for t in pixel_terms
+                if any(build_gate(t.gate, process=process)(torch.tensor([time])).item() > 0 for time in times)]
+    if reaching:
+        return []
+    message = (f"loss audit: fidelity term(s) {_names([t.key for t in pixel_terms])} never act at the times the "
+               f"sampler uses (t in {[round(t, 6) for t in times]}): the output is made where no fidelity term "
+               "trained the network; gate them with {kind: sampler} (or train those times)")
+    logger.warning(message)
+    return [message]
+
+
+def _audit_gate(where: str, gate_cfg: object, t_lo: float, t_hi: float, process: Any) -> None:
+    gate = build_gate(gate_cfg, process=process)
     problem = gate.check_units(t_lo, t_hi)
     if problem:
         raise ConfigError(f"{where}: {problem}")

@@ -132,7 +132,7 @@ class Trainer:
         cfg = self.config
         # the config audit before any compute (no model, no data read): the process alone knows
         # its t range; a term that never switches on is its error, not also a warning
-        audit_config(cfg, has_decoder=True, t_range=build_process(cfg.process).t_range)
+        audit_config(cfg, has_decoder=True, process=build_process(cfg.process))
         torch.manual_seed(cfg.train.seed)
         self._build()
         # weights first (into the plain model, before sharding), optimiser state after it exists
@@ -202,7 +202,8 @@ class Trainer:
         lo = self.rank * self.local_batch
         self.batches = StepBatches(self.stream, lo, lo + self.local_batch)
         stack = build_loss_stack(
-            cfg.losses, channels=cfg.data.channels, codec=model.codec, total_steps=cfg.train.steps
+            cfg.losses, channels=cfg.data.channels, codec=model.codec, total_steps=cfg.train.steps,
+            process=model.process,
         )
         self.stack = stack.to(acc.device)
         model = model.to(acc.device)
@@ -252,7 +253,12 @@ class Trainer:
         return {k: v.to(self.accelerator.device) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
     def _draw(self, step: int, batch: dict[str, Any]) -> tuple[Tensor | None, Tensor]:
-        """This process's slice of the step's timesteps and noise, drawn over the global batch."""
+        """This process's slice of the step's timesteps and noise, drawn over the global batch.
+
+        With ``train.faithful_fraction`` f > 0 a share f of the rows (drawn after the noise, so the
+        other rows keep their draws) is moved to the one-step sampler's start time; their
+        diffusion loss gets weight 0 and the others 1 / (1 - f) (:attr:`_diffusion_rows`).
+        """
         cfg, model = self.config, self.raw_model
         device = self.accelerator.device
         gen = step_generator(cfg.train.seed, step, device)
@@ -261,6 +267,14 @@ class Trainer:
         shape = model.codec.latent_shape((global_b, *batch["hr"].shape[1:]))
         noise_all = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
         lo = self.rank * self.local_batch
+        self._diffusion_rows: Tensor | None = None
+        fraction = cfg.train.faithful_fraction
+        if fraction > 0:
+            start = model.process.sample_schedule(1)[0]
+            faithful = torch.rand(global_b, generator=gen, device=device) < fraction
+            t_all = torch.where(faithful, torch.full_like(t_all, start), t_all)
+            weights = torch.where(faithful, 0.0, 1.0 / (1.0 - fraction))
+            self._diffusion_rows = weights[lo : lo + self.local_batch]
         return t_all[lo : lo + self.local_batch], noise_all[lo : lo + self.local_batch]
 
     def _targets(self, batch: dict[str, Any], step: int) -> dict[str, Any]:
@@ -272,6 +286,9 @@ class Trainer:
         model = self.raw_model
         batch = self._targets(batch, step)
         outputs = self._forward_outputs(batch, step)
+        rows = getattr(self, "_diffusion_rows", None)
+        if rows is not None:  # rows moved to the faithful start time train the fidelity terms only
+            outputs.diffusion = outputs.diffusion * rows.to(outputs.diffusion.dtype)
         total, report = self.stack(**stack_inputs(outputs, batch, model), step=step, last_layer=model.last_layer)
         return outputs, total, report
 
