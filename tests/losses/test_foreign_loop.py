@@ -12,8 +12,8 @@ from torch import nn
 
 from diffsr.losses import LinearGate, LossStack, LossTerm, Ramp
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "losses.md"
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "losses.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def l1(pred, target, mask=None):  # any per-sample loss -> (B,)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "diffsr"
+SRC = Path(__file__).resolve().parents[2] / "src" / "diffsr"
 
 # the layers (docs/architecture.md): components register their config models, config assembles
 # them, the model composes them, train / sample / evaluate use the model, the CLI uses them all.

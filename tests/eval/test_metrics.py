@@ -25,7 +25,7 @@ from diffsr.eval.metrics import (
     ssim_metric,
 )
 
-DATA = Path(__file__).parents[2] / "shared" / "data"
+DATA = Path(__file__).parents[3] / "shared" / "data"
 
 
 def _pair(shape: tuple[int, ...], data_range: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,10 @@
 """The ``diffsr`` command line: help, presets, config round trip, guards, ``sr`` end to end.
 
 Commands run in-process through ``diffsr.cli.main`` (the function behind the console script;
-tests/test_hostile_inputs.py runs ``python -m diffsr.cli`` itself). The expected values come from outside the
-CLI: the preset files on disk, the YAML reloaded into a Config, image headers read with PIL and
-nibabel, and the NIfTI geometry rule (same field of view: the outer voxel edge stays put).
+tests/integration/test_hostile_inputs.py runs ``python -m diffsr.cli`` itself). The expected
+values come from outside the CLI: the preset files on disk, the YAML reloaded into a Config, image
+headers read with PIL and nibabel, and the NIfTI geometry rule (same field of view: the outer
+voxel edge stays put).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from PIL import Image
 from diffsr.cli import app, main
 from diffsr.config import Config, load_config
 
-PRESETS = Path(__file__).resolve().parents[1] / "src" / "diffsr" / "presets"
+PRESETS = Path(__file__).resolve().parents[2] / "src" / "diffsr" / "presets"
 TINY = [
     "data.patch_size=32", "data.batch_size=4", "net.width=16", "net.channel_mult=[1,2]",
     "train.log_every=1", "train.threads=1", "train.time_limit=null", "train.warmup_steps=0",

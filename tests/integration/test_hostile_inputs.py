@@ -40,7 +40,7 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from diffsr.cli import main
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "diffsr"
+SRC = Path(__file__).resolve().parents[2] / "src" / "diffsr"
 TINY = [
     "data.patch_size=32", "data.batch_size=4", "net.width=16", "net.channel_mult=[1,2]",
     "train.log_every=1", "train.threads=1", "train.time_limit=null", "train.warmup_steps=0",
