@@ -1,4 +1,4 @@
-"""Datasets: patches, masks, reproducible randomness, pairing, volumes, splits, eval items."""
+"""Datasets: patches, masks, reproducible randomness, pairing, volumes, splits."""
 
 from __future__ import annotations
 
@@ -18,16 +18,8 @@ from diffsr.data.datasets import (
     SRDataset,
     build_datasets,
     collate_pad,
-    load_eval_items,
 )
-from diffsr.data.degrade import BicubicDegradation, build_degradation
-
-
-def bicubic_lr(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    """Independent reference for the bicubic degradation."""
-    h, w = hr.shape[-2:]
-    return F.interpolate(hr, size=(h // scale, w // scale), mode="bicubic", antialias=True,
-                         align_corners=False).clamp(0, 1)
+from tests.data._helpers import bicubic_lr
 
 
 def write_pngs(folder: Path, sizes: list[tuple[int, int]], seed: int = 0) -> list[np.ndarray]:
@@ -221,29 +213,3 @@ def test_dataloader_batches() -> None:
     batch = next(iter(DataLoader(train, batch_size=4, shuffle=True, collate_fn=collate_pad,
                                  generator=torch.Generator().manual_seed(0))))
     assert batch["hr"].shape == (4, 1, 32, 32) and batch["paired"].shape == (4,)
-
-
-# ----------------------------------------------------------------------------- evaluation items
-
-
-def test_eval_items_cropped_and_deterministic(shared_data: Path) -> None:
-    src = shared_data / "natural/set5/img_005.png"  # 228 x 344 (W x H): neither divides by 3
-    items = load_eval_items(src, scale=3, channels=3)
-    (item,) = items
-    assert item.hr.shape == (1, 3, 342, 228) and item.lr.shape == (1, 3, 114, 76)
-    rgb = np.asarray(Image.open(src).convert("RGB"), dtype=np.float64) / 255
-    np.testing.assert_allclose(item.hr[0].permute(1, 2, 0).numpy(), rgb[:342, :228], atol=1e-6)
-    torch.testing.assert_close(item.lr, bicubic_lr(item.hr, 3), rtol=0, atol=1e-6)
-    assert item.record.meta["format"] == "png" and item.intensity.policy == "dtype"
-    noisy = DegradationConfig(name="blur_noise")
-    a = load_eval_items(src, scale=3, channels=1, degradation=noisy, seed=2)[0].lr
-    b = load_eval_items(src, scale=3, channels=1, degradation=build_degradation(noisy, 3), seed=2)[0].lr
-    torch.testing.assert_close(a, b, rtol=0, atol=0)
-
-
-def test_eval_items_from_a_dicom_series(shared_data: Path) -> None:
-    items = load_eval_items(shared_data / "medical/brainix/T1", scale=4, max_slices=3,
-                            degradation=BicubicDegradation(4))
-    assert len(items) == 3 and all(it.hr.shape == (1, 1, 512, 512) for it in items)
-    assert items[0].intensity.policy == "percentile"
-    assert items[0].record is items[1].record and items[0].slice_index < items[1].slice_index

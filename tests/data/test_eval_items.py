@@ -1,4 +1,6 @@
-"""How `diffsr eval` makes its test pairs: --degradation, --seed, --crop, --lr-dir."""
+"""Evaluation items, how `diffsr eval` makes its test pairs: --degradation, --seed, --crop, --lr-dir,
+and DICOM series.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ import torch
 from PIL import Image
 
 from diffsr.cli import main
+from diffsr.config import DegradationConfig
 from diffsr.core.errors import DataError
 from diffsr.data.datasets import load_eval_items
-from diffsr.data.degrade import DEGRADATIONS
+from diffsr.data.degrade import DEGRADATIONS, BicubicDegradation, build_degradation
+from tests.data._helpers import bicubic_lr
 
 
 def _png(path: Path, h: int, w: int, seed: int) -> np.ndarray:
@@ -86,3 +90,29 @@ def test_cli_writes_the_inputs_and_rejects_bad_options(hr_dir: Path, tmp_path: P
         err = capsys.readouterr().err.strip()
         assert key in err and len(err.splitlines()) == 1 and "Traceback" not in err
         assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
+# ----------------------------------------------------------------------------- real data
+
+
+def test_eval_items_cropped_and_deterministic(shared_data: Path) -> None:
+    src = shared_data / "natural/set5/img_005.png"  # 228 x 344 (W x H): neither divides by 3
+    items = load_eval_items(src, scale=3, channels=3)
+    (item,) = items
+    assert item.hr.shape == (1, 3, 342, 228) and item.lr.shape == (1, 3, 114, 76)
+    rgb = np.asarray(Image.open(src).convert("RGB"), dtype=np.float64) / 255
+    np.testing.assert_allclose(item.hr[0].permute(1, 2, 0).numpy(), rgb[:342, :228], atol=1e-6)
+    torch.testing.assert_close(item.lr, bicubic_lr(item.hr, 3), rtol=0, atol=1e-6)
+    assert item.record.meta["format"] == "png" and item.intensity.policy == "dtype"
+    noisy = DegradationConfig(name="blur_noise")
+    a = load_eval_items(src, scale=3, channels=1, degradation=noisy, seed=2)[0].lr
+    b = load_eval_items(src, scale=3, channels=1, degradation=build_degradation(noisy, 3), seed=2)[0].lr
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_eval_items_from_a_dicom_series(shared_data: Path) -> None:
+    items = load_eval_items(shared_data / "medical/brainix/T1", scale=4, max_slices=3,
+                            degradation=BicubicDegradation(4))
+    assert len(items) == 3 and all(it.hr.shape == (1, 1, 512, 512) for it in items)
+    assert items[0].intensity.policy == "percentile"
+    assert items[0].record is items[1].record and items[0].slice_index < items[1].slice_index

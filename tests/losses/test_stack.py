@@ -1,8 +1,9 @@
-"""The loss stack: one shared decode, batch normalisation, gates, pairing, masks, policies, reports."""
+"""The loss stack: one shared decode, batch normalisation, gates, pairing, masks, policies, adaptive
+weights, GAN hooks and the probe.
+"""
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -10,7 +11,6 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from diffsr.config import LossesConfig
 from diffsr.core.errors import ConfigError
 from diffsr.losses import (
     Adaptive,
@@ -19,34 +19,12 @@ from diffsr.losses import (
     HardGate,
     LatentL1Loss,
     LinearGate,
-    LossReport,
     LossStack,
     LossTerm,
     NonFiniteError,
     TermReport,
-    build_loss_stack,
-    log_report,
 )
-from diffsr.losses.plan import plan_step
-
-DT = torch.float64
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-class Recorder(nn.Module):
-    """A pixel/latent term that records what it got and returns per-sample mean |pred - target|^p."""
-
-    def __init__(self, p: int = 1, scale: float = 1.0) -> None:
-        super().__init__()
-        self.p, self.scale = p, scale
-        self.calls: list[dict[str, Tensor | None]] = []
-
-    def forward(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-        self.calls.append({"pred": pred.detach().clone(), "target": target.clone(),
-                           "mask": None if mask is None else mask.clone()})
-        return self.scale * (pred - target).abs().pow(self.p).flatten(1).mean(1)
+from tests.losses._helpers import DT, CountingDecode, FakeGAN, Recorder, batch, l1_rows
 
 
 class OneMinusCorr(nn.Module):
@@ -84,33 +62,6 @@ class FeatureTerm(nn.Module):
 
     def forward(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
         return (self.conv(pred) - self.conv(target)).pow(2).flatten(1).mean(1)
-
-
-class CountingDecode:
-    """decode(z, index) = (z + 1) / 2 that counts calls and records the rows asked for."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.indices: list[list[int]] = []
-
-    def __call__(self, z: Tensor, index: Tensor) -> Tensor:
-        self.calls += 1
-        self.indices.append(index.tolist())
-        assert index.dtype == torch.long and z.shape[0] == index.numel()
-        return (z + 1) / 2
-
-
-def batch(b: int = 4, size: int = 8, seed: int = 0) -> dict[str, Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    hr = torch.rand(b, 1, size, size, generator=g, dtype=DT)
-    z0 = hr * 2 - 1
-    z0_hat = (z0 + 0.3 * torch.randn(b, 1, size, size, generator=g, dtype=DT)).requires_grad_(True)
-    return {"hr": hr, "z0": z0, "z0_hat": z0_hat}
-
-
-def l1_rows(x0_hat: Tensor, hr: Tensor) -> np.ndarray:
-    """Per-sample mean |x0_hat - hr| in numpy (the hand reference)."""
-    return np.abs(x0_hat.detach().numpy() - hr.numpy()).reshape(x0_hat.shape[0], -1).mean(1)
 
 
 # ----------------------------------------------------------------------------- one decode
@@ -247,15 +198,6 @@ def test_mask_reaches_the_term_on_its_rows() -> None:
     t = torch.tensor([0.9, 0.1, 0.2, 0.8])
     stack(z0_hat=d["z0_hat"], t=t, step=0, decode=CountingDecode(), hr=d["hr"], mask=mask)
     torch.testing.assert_close(rec.calls[0]["mask"], mask[[1, 2]])
-
-
-def test_latent_l1_with_image_mask() -> None:
-    z0_hat = torch.zeros(1, 2, 2, 2, dtype=DT)
-    z0 = torch.tensor([[[[1.0, 3.0], [5.0, 7.0]], [[2.0, 4.0], [6.0, 8.0]]]], dtype=DT)
-    mask = torch.zeros(1, 1, 4, 4, dtype=DT)
-    mask[..., :, :2] = 1  # left half of the image -> left latent column
-    got = LatentL1Loss()(z0_hat, z0, mask)
-    assert got.tolist() == pytest.approx([(1 + 5 + 2 + 6) / 4])
 
 
 # ----------------------------------------------------------------------------- errors and policies
@@ -420,30 +362,6 @@ def test_adaptive_ratio_clamped_and_needs_last_layer() -> None:
         stack(z0_hat=z0_hat, t=torch.zeros(4), step=0, z0=z0, diffusion=diffusion)
 
 
-# ----------------------------------------------------------------------------- GAN hooks
-
-
-class FakeGAN(nn.Module):
-    """A GAN-shaped term: set_step, discriminator_step and its own state."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.disc = nn.Conv2d(1, 1, 3, padding=1).to(DT)
-        self.opt = torch.optim.Adam(self.disc.parameters(), lr=1e-3)
-        self.steps: list[int] = []
-        self.d_calls: list[tuple[Tensor, Tensor, int]] = []
-
-    def set_step(self, step: int) -> None:
-        self.steps.append(step)
-
-    def forward(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-        return -self.disc(pred).flatten(1).mean(1)
-
-    def discriminator_step(self, real: Tensor, fake: Tensor, step: int) -> dict[str, float]:
-        self.d_calls.append((real, fake, step))
-        return {"d_loss": 0.5}
-
-
 def test_gan_hooks_use_the_cached_decode() -> None:
     d = batch()
     gan = FakeGAN()
@@ -463,26 +381,6 @@ def test_gan_hooks_use_the_cached_decode() -> None:
     assert "term_modules.gan.disc.weight" in keys
 
 
-def test_plan_step_factors_and_rows() -> None:
-    # factor = weight * gate(t) * pairing; the decode covers the active pixel rows plus the rows a
-    # GAN term's discriminator learns from, even at weight 0; latent rows are never decoded
-    t = torch.tensor([0.1, 0.9, 0.2, 0.6])
-    paired = torch.tensor([True, True, False, True])
-    terms = [
-        LossTerm("l1", Recorder(), weight=0.5, gate=HardGate(0.5)),
-        LossTerm("lat", LatentL1Loss(), space="latent", gate=HardGate(0.95), paired_only=False),
-        LossTerm("gan", FakeGAN(), weight=0.0, gate=HardGate(0.7)),
-    ]
-    plan = plan_step(terms, t=t, step=0, paired=paired, b=4, device=torch.device("cpu"), fdtype=DT)
-    assert plan.weights == [0.5, 1.0, 0.0]
-    assert plan.factors[0].tolist() == [0.5, 0.0, 0.0, 0.0]  # row 2 is unpaired, rows 1 and 3 gated off
-    assert plan.gates[2].tolist() == [1.0, 0.0, 0.0, 1.0]
-    assert plan.active.tolist() == [[True, False, False, False], [True] * 4, [False] * 4]
-    assert list(plan.gan_rows) == [2] and plan.gan_rows[2].tolist() == [True, False, False, True]
-    assert plan.pixel_rows.tolist() == [True, False, False, True]
-    assert plan.paired is not None and plan.paired.tolist() == paired.tolist()
-
-
 # ----------------------------------------------------------------------------- probe
 
 
@@ -500,103 +398,7 @@ def test_term_losses_forces_every_term_open() -> None:
     assert losses["gated"].requires_grad and losses["latent"].requires_grad
 
 
-# ----------------------------------------------------------------------------- reports
-
-
-class FakeWriter:
-    def __init__(self) -> None:
-        self.scalars: dict[str, tuple[float, int]] = {}
-
-    def add_scalar(self, tag: str, value: float, step: int) -> None:
-        self.scalars[tag] = (value, step)
-
-
-def test_report_values_and_log_names() -> None:
-    d = batch()
-    stack = LossStack([
-        LossTerm("l1", Recorder(), weight=0.5),
-        LossTerm("off", Recorder(), weight=0.0),
-    ], diffusion_weight=2.0)
-    diffusion = torch.tensor([1.0, 2.0, 3.0, 6.0], dtype=DT)
-    total, report = stack(z0_hat=d["z0_hat"], t=torch.zeros(4), step=11, decode=CountingDecode(), hr=d["hr"],
-                          diffusion=diffusion)
-    loss = l1_rows((d["z0_hat"] + 1) / 2, d["hr"])
-    assert list(report.terms) == ["diffusion", "l1", "off"]
-    assert report.terms["diffusion"] == TermReport(raw=3.0, weighted=6.0, weight=2.0, active_fraction=1.0)
-    assert report.terms["l1"].weighted == pytest.approx(0.5 * loss.mean(), rel=1e-12)
-    assert report.terms["off"] == TermReport(raw=0.0, weighted=0.0, weight=0.0, active_fraction=0.0)
-    assert report.total == pytest.approx(6.0 + 0.5 * loss.mean(), rel=1e-12)
-    assert report.total == pytest.approx(total.item(), rel=1e-12)
-    data = json.loads(json.dumps(report.to_dict()))
-    assert data["terms"]["l1"]["weight"] == 0.5 and data["decode_calls"] == 1
-    assert report.summary().startswith("loss ") and "diffusion" in report.summary()
-    writer = FakeWriter()
-    log_report(writer, report, 11)
-    expected = {"loss/total"} | {
-        name for k in ("diffusion", "l1", "off")
-        for name in (f"loss/{k}/raw", f"loss/{k}/weighted", f"weight/{k}", f"active/{k}")
-    }
-    assert set(writer.scalars) == expected
-    assert writer.scalars["weight/l1"] == (0.5, 11)
-    assert writer.scalars["loss/total"][0] == pytest.approx(report.total)
-
-
-def test_report_from_floats() -> None:
-    r = LossReport({"a": TermReport(1.0, 0.5, 0.5, 1.0)}, total=0.5)
-    assert r.total == 0.5 and r.terms["a"].weighted == 0.5 and not r.skip_step
-
-
 def test_stack_introspection() -> None:
     stack = LossStack([LossTerm("a", Recorder()), LossTerm("b", LatentL1Loss(), space="latent")])
     assert stack.keys == ["a", "b"] and len(stack) == 2 and stack.needs_decoder
     assert "a: space=pixel" in repr(stack)
-
-
-# ----------------------------------------------------------------------------- build from config
-
-
-def test_build_latent_terms_from_config() -> None:
-    cfg = LossesConfig(
-        diffusion_weight=0.5,
-        terms=[
-            {"name": "latent_l1", "weight": {"kind": "ramp", "value": 1.0, "warmup": 0, "ramp_end": 10},
-             "gate": {"kind": "linear", "t_max": 0.5}, "paired_only": False},
-            {"name": "latent_l2", "label": "l2z"},
-        ],
-        decode_chunk=3,
-        nonfinite={"policy": "skip_step", "max_consecutive": 4},
-    )
-    stack = build_loss_stack(cfg, channels=1)
-    assert stack.keys == ["latent_l1", "l2z"] and not stack.needs_decoder
-    assert stack.decode_chunk == 3 and stack.nonfinite_policy == "skip_step" and stack.max_consecutive == 4
-    assert stack.diffusion_weight == 0.5
-    assert not stack.terms[0].paired_only and stack.terms[1].paired_only
-    assert stack.terms[0].weight(5) == pytest.approx(0.5)
-    assert stack.terms[0].gate(torch.tensor([0.25])).tolist() == [0.5]
-
-
-def test_build_real_pixel_terms_share_one_decode() -> None:
-    """With the real term modules (skipped until they exist): one decode for all of them."""
-    names = []
-    for module, term in (("pixel", {"name": "l2"}), ("ssim", {"name": "ssim", "window": 7}),
-                         ("frequency", {"name": "ffl"}), ("edges", {"name": "edge"})):
-        try:
-            __import__(f"diffsr.losses.{module}")
-        except ImportError:
-            continue
-        names.append(term)
-    if not names:
-        pytest.skip("no real pixel-space term modules yet")
-    stack = build_loss_stack(LossesConfig(terms=names), channels=1)
-    d = batch(b=3, size=16)
-    decode = CountingDecode()
-    total, report = stack(z0_hat=d["z0_hat"], t=torch.zeros(3), step=0, decode=decode, hr=d["hr"])
-    assert decode.calls == 1 and set(report.terms) == {n["name"] for n in names}
-    (grad,) = torch.autograd.grad(total, d["z0_hat"])
-    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
-
-
-def test_latent_perceptual_needs_codec() -> None:
-    cfg = LossesConfig(terms=[{"name": "latent_perceptual"}])
-    with pytest.raises(ConfigError, match="latent_perceptual.*VAE"):
-        build_loss_stack(cfg, channels=1, codec=None)

@@ -1,28 +1,20 @@
-"""Pixel and wavelet codecs: round trips, documented channel orders (against PyWavelets),
-side information, statelessness, padding, gradients, registry."""
+"""The wavelet codec: round trips, documented channel orders (against PyWavelets), side
+information, statelessness, padding, the all_learnable layout, gradients, bad arguments.
+"""
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from diffsr.codecs import CODECS, Latent, PixelCodec, WaveletCodec, build_codec, pad_to
-from diffsr.config import CodecConfig
-from diffsr.core import ConfigError
+from diffsr.codecs import Latent, WaveletCodec, pad_to
+from tests.codecs._helpers import rand_images
 
 pywt = pytest.importorskip("pywt")
 pytestmark = pytest.mark.filterwarnings("ignore:Level value of .* is too high")
 
 LOSSLESS = ["ll", "full", "all"]
-
-
-def rand_images(b: int, c: int, h: int, w: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.rand(b, c, h, w, generator=gen, dtype=torch.float64).to(dtype)
 
 
 def expected_channels(layout: str, c: int, levels: int) -> int:
@@ -33,21 +25,6 @@ def expected_channels(layout: str, c: int, levels: int) -> int:
 def pywt_coeffs(x: np.ndarray, wavelet: str, levels: int) -> list:
     """pywt.wavedec2 of 2x - 1 for one (H, W) image."""
     return pywt.wavedec2(2 * x - 1, wavelet, mode="periodization", level=levels)
-
-
-# ----------------------------------------------------------------------------- pixel
-
-
-def test_pixel_codec_formula() -> None:
-    codec = PixelCodec(channels=3)
-    x = rand_images(2, 3, 8, 8, dtype=torch.float64)
-    latent = codec.encode(x)
-    torch.testing.assert_close(latent.z, 2 * x - 1)
-    assert latent.side == {}
-    torch.testing.assert_close(codec.decode(latent), x)
-    assert codec.latent_channels(3) == 3 and codec.downsample == 1
-    with pytest.raises(StopIteration):
-        next(codec.parameters())
 
 
 # ----------------------------------------------------------------------------- wavelet round trips
@@ -249,24 +226,6 @@ def test_codec_gradcheck(layout: str, wavelet: str) -> None:
     assert torch.autograd.gradcheck(lambda t: codec.decode(Latent(t, side)), (z,), fast_mode=True)
 
 
-# ----------------------------------------------------------------------------- registry and config
-
-
-def test_build_codec_for_every_name(tmp_path) -> None:
-    assert isinstance(build_codec(CodecConfig(name="pixel"), channels=3), PixelCodec)
-    codec = build_codec(CodecConfig(name="wavelet", wavelet="db2", levels=3, layout="full"), channels=3)
-    assert isinstance(codec, WaveletCodec)
-    assert (codec.wavelet, codec.levels, codec.layout, codec.channels) == ("db2", 3, "full", 3)
-    missing = tmp_path / "no-vae-here"
-    with pytest.raises(ConfigError, match="no-vae-here"):
-        build_codec(CodecConfig(name="vae", path=str(missing)), channels=1)
-    with pytest.raises(ConfigError, match="codec.path"):
-        build_codec(CodecConfig(name="vae"), channels=1)
-    assert CODECS.names() == ["pixel", "vae", "wavelet"]
-    with pytest.raises(ConfigError, match="did you mean 'wavelet'"):
-        CODECS.build("wavelt")
-
-
 def test_bad_codec_arguments() -> None:
     with pytest.raises(ValueError, match="layout"):
         WaveletCodec(layout="lh")  # type: ignore[arg-type]
@@ -276,9 +235,3 @@ def test_bad_codec_arguments() -> None:
         WaveletCodec(wavelet="sym5")
     with pytest.raises(ValueError, match="latents"):
         WaveletCodec(levels=1, layout="all").decode(Latent(torch.rand(1, 3, 4, 4)))
-
-
-def test_importing_codecs_does_not_import_diffusers_or_pywt() -> None:
-    code = "import sys, diffsr.codecs; print(sorted({'diffusers', 'pywt'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
