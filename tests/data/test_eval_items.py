@@ -1,5 +1,5 @@
 """Evaluation items, how `diffsr eval` makes its test pairs: --degradation, --seed, --crop, --lr-dir,
-and DICOM series.
+DICOM series, and RGB files evaluated as BT.601 studio-swing Y.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from diffsr.config import DegradationConfig
 from diffsr.core.errors import DataError
 from diffsr.data.datasets import load_eval_items
 from diffsr.data.degrade import DEGRADATIONS, BicubicDegradation, build_degradation
-from tests.data._helpers import bicubic_lr
+from tests.data._helpers import _rgb_png, bicubic_lr
 
 
 def _png(path: Path, h: int, w: int, seed: int) -> np.ndarray:
@@ -116,3 +116,16 @@ def test_eval_items_from_a_dicom_series(shared_data: Path) -> None:
     assert len(items) == 3 and all(it.hr.shape == (1, 1, 512, 512) for it in items)
     assert items[0].intensity.policy == "percentile"
     assert items[0].record is items[1].record and items[0].slice_index < items[1].slice_index
+
+
+# ----------------------------------------------------------------------------- RGB files
+
+
+def test_eval_hr_of_rgb_file_is_bt601_studio_y(tmp_path: Path) -> None:
+    from diffsr.data.datasets import load_eval_items
+
+    rgb = _rgb_png(tmp_path / "a.png")
+    (item,) = load_eval_items(tmp_path / "a.png", 4, 1)
+    r, g, b = (rgb[..., i] / 255.0 for i in range(3))
+    expected = (65.481 * r + 128.553 * g + 24.966 * b + 16) / 255
+    np.testing.assert_allclose(item.hr[0, 0].numpy(), expected, atol=1e-6)

@@ -71,5 +71,17 @@ class FakeGAN(nn.Module):
         return {"d_loss": 0.5}
 
 
+B, S = 4, 32
+
+
+def _inputs(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "z0_hat": torch.rand(B, 1, S, S, generator=g).requires_grad_(True),
+        "hr": torch.rand(B, 1, S, S, generator=g),
+        "t": torch.full((B,), 0.5),
+    }
+
+
 def _rand(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.rand(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)

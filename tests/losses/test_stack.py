@@ -24,7 +24,7 @@ from diffsr.losses import (
     NonFiniteError,
     TermReport,
 )
-from tests.losses._helpers import DT, CountingDecode, FakeGAN, Recorder, batch, l1_rows
+from tests.losses._helpers import DT, B, CountingDecode, FakeGAN, Recorder, _inputs, batch, l1_rows
 
 
 class OneMinusCorr(nn.Module):
@@ -402,3 +402,22 @@ def test_stack_introspection() -> None:
     stack = LossStack([LossTerm("a", Recorder()), LossTerm("b", LatentL1Loss(), space="latent")])
     assert stack.keys == ["a", "b"] and len(stack) == 2 and stack.needs_decoder
     assert "a: space=pixel" in repr(stack)
+
+
+# ----------------------------------------------------------------------------- unpaired rows and the diffusion term
+
+
+def test_unpaired_rows_get_no_diffusion_loss() -> None:
+    x = _inputs()
+    diffusion = torch.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    paired = torch.tensor([True, False, True, False])
+    stack = LossStack([])
+    total, report = stack(z0_hat=x["z0_hat"], t=x["t"], step=0, diffusion=diffusion, paired=paired)
+    assert torch.isclose(total, torch.tensor((1.0 + 3.0) / B))  # normalised by the whole batch
+    total.backward()
+    assert diffusion.grad.tolist() == [0.25, 0.0, 0.25, 0.0]
+    d = report.to_dict()["terms"]["diffusion"]
+    assert abs(d["active_fraction"] - 0.5) < 1e-6 and abs(d["raw"] - 2.0) < 1e-6
+    # all paired (or no pairing given): unchanged
+    total, _ = LossStack([])(z0_hat=x["z0_hat"], t=x["t"], step=0, diffusion=diffusion.detach())
+    assert torch.isclose(total, torch.tensor(2.5))

@@ -1,5 +1,7 @@
-"""Data consistency at sampling: the projections against independent references, and the hook
-through SRModel.sample for every process with the pixel and wavelet codecs."""
+"""Data consistency at sampling: the projections against independent references, the hook
+through SRModel.sample for every process with the pixel and wavelet codecs, and consistency
+applied to a baseline's output.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from diffsr.sampling.consistency import (
     kspace_project,
     make_x0_hook,
 )
+from diffsr.sampling.infer import super_resolve
+from tests.sampling._helpers import _loaded, _lr
 
 TINY = ["net.width=16", "net.channel_mult=[1,2]", "data.channels=1"]
 
@@ -279,3 +283,19 @@ def test_mri_preset_turns_kspace_consistency_on(caplog: pytest.LogCaptureFixture
     # the untrained net returns the condition; the projection made its centre k-space the measurement's
     expected = kspace_project(upsample(lr, 2), lr, 2).clamp(0, 1)
     torch.testing.assert_close(sr, expected, rtol=0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def test_consistency_applies_to_baseline_output() -> None:
+    from diffsr.sampling.consistency import Consistency
+
+    loaded = _loaded("edsr", ["net.size=tiny"])
+    lr = _lr(16, 20)
+    plain = super_resolve(loaded, lr, tile=0)
+    loaded.config.sample.consistency = "backprojection"
+    fixed = super_resolve(loaded, lr, tile=0)
+    expected = Consistency(lr, loaded.scale, "backprojection", iters=loaded.config.sample.consistency_iters)(plain)
+    assert (fixed - plain).abs().max() > 1e-3
+    torch.testing.assert_close(fixed, expected.clamp(0, 1), atol=1e-5, rtol=0)

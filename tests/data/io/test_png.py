@@ -1,5 +1,5 @@
 """PNG reading and writing: 8/16-bit, grey and RGB (a 16-bit colour PNG encoded here by hand with every
-filter type, from the PNG spec), alpha and float sources.
+filter type, from the PNG spec), alpha, float sources, and slice folders written atomically.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from diffsr.data.io import read, write
@@ -138,3 +139,34 @@ def test_float_png_source_writes_16bit_unit(tmp_path: Path) -> None:
     back = np.asarray(Image.open(out))
     assert back.dtype == np.uint16
     np.testing.assert_array_equal(back, np.rint(unit[0, 0] * 65535).astype(np.uint16))
+
+
+def test_png_slice_folder_is_written_via_a_temporary_sibling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from diffsr.data import io
+
+    like = io.Record(np.zeros((3, 1, 8, 8), np.float32), {"format": "png", "dtype": "uint8", "bits": 8,
+                                                           "range": [0, 255], "mode": "L"})
+    from diffsr.data.normalize import Intensity
+
+    intensity = Intensity(policy="fixed", lo=0.0, hi=255.0)
+    unit = np.full((3, 1, 8, 8), 0.5, np.float32)
+    out = io.write(tmp_path / "vol.png", unit, like=like, intensity=intensity, scale=1)
+    assert out.is_dir() and len(list(out.glob("*.png"))) == 3
+    assert not list(tmp_path.glob(".tmp-*"))
+    # a failure half-way leaves the earlier output untouched and no partial folder
+    calls = {"n": 0}
+    real = io.png._write_png_file
+
+    def flaky(path: Path, hwc: np.ndarray) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        real(path, hwc)
+
+    monkeypatch.setattr(io.png, "_write_png_file", flaky)  # where _write_png looks it up
+    with pytest.raises(OSError):
+        io.write(tmp_path / "vol.png", unit * 0.5, like=like, intensity=intensity, scale=1)
+    assert sorted(p.name for p in out.iterdir()) == [f"vol_{i:04d}.png" for i in range(3)]
+    assert not list(tmp_path.glob(".tmp-*")) and not list(tmp_path.glob(".old-*"))

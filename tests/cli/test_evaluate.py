@@ -1,24 +1,16 @@
-"""diffsr eval / bench CLI fixes: usage errors, --set eval.KEY, BT.601 Y for RGB files, bench baselines."""
+"""diffsr eval / bench options: usage errors are one line and exit 2, --set eval.KEY, bench with
+baseline presets.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from diffsr.cli import main
-
-
-def _rgb_png(path: Path, size: int = 32) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:size, 0:size]
-    rgb = np.stack([(xx * 7) % 256, (yy * 5) % 256, ((xx + yy) * 3) % 256], -1).astype(np.float64)
-    rgb = np.clip(rgb + rng.integers(-10, 10, rgb.shape), 0, 255).astype(np.uint8)
-    Image.fromarray(rgb, "RGB").save(path)
-    return rgb
+from tests.data._helpers import _rgb_png
 
 
 def _run(argv: list[str]) -> int:
@@ -39,16 +31,6 @@ def test_usage_errors_are_one_line_exit_2(argv: list[str], capsys: pytest.Captur
     assert _run(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1 and "Traceback" not in err
-
-
-def test_eval_hr_of_rgb_file_is_bt601_studio_y(tmp_path: Path) -> None:
-    from diffsr.data.datasets import load_eval_items
-
-    rgb = _rgb_png(tmp_path / "a.png")
-    (item,) = load_eval_items(tmp_path / "a.png", 4, 1)
-    r, g, b = (rgb[..., i] / 255.0 for i in range(3))
-    expected = (65.481 * r + 128.553 * g + 24.966 * b + 16) / 255
-    np.testing.assert_allclose(item.hr[0, 0].numpy(), expected, atol=1e-6)
 
 
 def test_eval_set_changes_conventions_and_typo_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

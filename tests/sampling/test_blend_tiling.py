@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from diffsr.config import load_config
-from diffsr.model import build_model
-from diffsr.sampling.infer import LoadedModel, super_resolve
-
-
-def _loaded(preset: str, overrides: list[str] | None = None) -> LoadedModel:
-    """A model in blend tiling mode (exact mode: tests/test_exact_tiling.py)."""
-    torch.manual_seed(0)
-    config = load_config(preset, [*(overrides or []), "sample.tile_mode=blend"])
-    model = build_model(config).eval()
-    return LoadedModel(model, config, Path("mem"), 0, False)
-
-
-def _lr(h: int, w: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(1)
-    y, x = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
-    base = 0.5 + 0.3 * torch.sin(6 * x) * torch.cos(4 * y)
-    return (base + 0.05 * torch.rand(h, w, generator=g)).clamp(0, 1)[None, None]
+from diffsr.sampling.infer import super_resolve
+from tests.sampling._helpers import _loaded, _lr
 
 
 def test_tiled_baseline_matches_whole_image() -> None:
@@ -58,16 +40,3 @@ def test_tiled_diffusion_uses_one_noise_field() -> None:
     err = (tiled - whole).abs()
     print("diffusion |tiled - whole| max", err.max().item(), "mean", err.mean().item())
     assert err.max().item() < 1e-5
-
-
-def test_consistency_applies_to_baseline_output() -> None:
-    from diffsr.sampling.consistency import Consistency
-
-    loaded = _loaded("edsr", ["net.size=tiny"])
-    lr = _lr(16, 20)
-    plain = super_resolve(loaded, lr, tile=0)
-    loaded.config.sample.consistency = "backprojection"
-    fixed = super_resolve(loaded, lr, tile=0)
-    expected = Consistency(lr, loaded.scale, "backprojection", iters=loaded.config.sample.consistency_iters)(plain)
-    assert (fixed - plain).abs().max() > 1e-3
-    torch.testing.assert_close(fixed, expected.clamp(0, 1), atol=1e-5, rtol=0)

@@ -1,4 +1,6 @@
-"""CLI wiring of the beyond-the-anchors features: `diffsr distill` and `diffsr eval --samples`."""
+"""diffsr eval with a trained run as a method: --samples writes the calibration, and
+``run@consistency=...`` compares sampling with and without data consistency.
+"""
 
 from __future__ import annotations
 
@@ -10,32 +12,7 @@ import pytest
 from PIL import Image
 
 from diffsr.cli import main
-
-TINY = ["--set", "data.patch_size=32", "--set", "data.batch_size=2", "--set", "net.width=16",
-        "--set", "net.channel_mult=[1,2]", "--set", "train.time_limit=null", "--set", "train.steps=2",
-        "--set", "train.threads=2"]
-
-
-def _run(args: list[str]) -> None:
-    try:
-        main(args)
-    except SystemExit as exit_:  # success returns; a user error exits 2
-        assert exit_.code in (0, None), args
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("teacher") / "run"
-    _run(["train", "demo", "--out", str(run), "--no-progress", *TINY])
-    return run
-
-
-def test_distill_command_writes_a_one_step_run(teacher: Path, tmp_path: Path) -> None:
-    out = tmp_path / "student"
-    _run(["distill", "--teacher", str(teacher), "--out", str(out), "--steps", "2", "--no-progress"])
-    from diffsr.sampling.infer import load_model
-
-    assert load_model(out).step == 2
+from tests.cli._helpers import _run
 
 
 def test_eval_samples_writes_calibration(teacher: Path, tmp_path: Path) -> None:

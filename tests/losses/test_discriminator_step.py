@@ -1,4 +1,7 @@
-"""Loss-stack fixes: unpaired rows, discriminator robustness, collectives and GAN warm-up."""
+"""The discriminator side of a GAN term: only paired rows are real images, a non-finite step is
+skipped and counted, a non-finite state is repaired on load, the step runs on every process even
+without rows, and the discriminator trains while the generator weight is still 0.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,7 @@ import torch
 from diffsr.losses.adversarial import GANLoss
 from diffsr.losses.gates import HardGate
 from diffsr.losses.stack import LossStack, LossTerm
-
-B, S = 4, 32
+from tests.losses._helpers import B, S, _inputs
 
 
 def _decode(z: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -20,32 +22,7 @@ def _gan(**kwargs: object) -> GANLoss:
     return GANLoss(1, width=8, layers=2, r1_gamma=0.0, **kwargs)  # type: ignore[arg-type]
 
 
-def _inputs(seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "z0_hat": torch.rand(B, 1, S, S, generator=g).requires_grad_(True),
-        "hr": torch.rand(B, 1, S, S, generator=g),
-        "t": torch.full((B,), 0.5),
-    }
-
-
-# ----------------------------------------------------------------------------- 4: unpaired rows
-
-
-def test_unpaired_rows_get_no_diffusion_loss() -> None:
-    x = _inputs()
-    diffusion = torch.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
-    paired = torch.tensor([True, False, True, False])
-    stack = LossStack([])
-    total, report = stack(z0_hat=x["z0_hat"], t=x["t"], step=0, diffusion=diffusion, paired=paired)
-    assert torch.isclose(total, torch.tensor((1.0 + 3.0) / B))  # normalised by the whole batch
-    total.backward()
-    assert diffusion.grad.tolist() == [0.25, 0.0, 0.25, 0.0]
-    d = report.to_dict()["terms"]["diffusion"]
-    assert abs(d["active_fraction"] - 0.5) < 1e-6 and abs(d["raw"] - 2.0) < 1e-6
-    # all paired (or no pairing given): unchanged
-    total, _ = LossStack([])(z0_hat=x["z0_hat"], t=x["t"], step=0, diffusion=diffusion.detach())
-    assert torch.isclose(total, torch.tensor(2.5))
+# ----------------------------------------------------------------------------- real images
 
 
 def test_unpaired_rows_are_not_real_images_for_the_discriminator() -> None:
@@ -62,7 +39,7 @@ def test_unpaired_rows_are_not_real_images_for_the_discriminator() -> None:
     assert fake.shape[0] == B  # fakes: every row the generator term acts on
 
 
-# ----------------------------------------------------------------------------- 5: discriminator robustness
+# ----------------------------------------------------------------------------- non-finite steps and states
 
 
 def test_nonfinite_discriminator_step_is_skipped_and_counted() -> None:
@@ -100,7 +77,7 @@ def test_nonfinite_discriminator_state_is_repaired_on_load() -> None:
     assert all(bool(torch.isfinite(p).all()) for p in fresh.discriminator.parameters())
 
 
-# ----------------------------------------------------------------------------- 6: collectives
+# ----------------------------------------------------------------------------- collectives
 
 
 def test_discriminator_step_is_called_even_without_active_rows() -> None:
@@ -123,7 +100,7 @@ def test_discriminator_step_is_called_even_without_active_rows() -> None:
     assert all(torch.equal(a, p) for a, p in zip(before, gan.discriminator.parameters(), strict=True))
 
 
-# ----------------------------------------------------------------------------- 7: GAN warm-up
+# ----------------------------------------------------------------------------- GAN warm-up
 
 
 def test_discriminator_trains_during_warmup_while_the_generator_weight_is_0() -> None:

@@ -1,4 +1,4 @@
-"""A pretrained RGB baseline file evaluated on 1-channel data (diffsr eval --method edsr:rgb.pth)."""
+"""A pretrained RGB baseline file as an eval method on 1-channel data (``--method edsr:rgb.pth``)."""
 
 from __future__ import annotations
 
