@@ -32,7 +32,7 @@ def test_typo_names_key_and_closest_valid_key() -> None:
     ({"codec": {"name": "vae", "path": "w", "levels": 2}},
      "config: unknown key 'codec.levels' for codec 'vae' (codec.levels belongs to 'wavelet')"),
     ({"net": {"name": "edsr", "width": 32}, "process": {"name": "direct"}},
-     "config: unknown key 'net.width' for net 'edsr' (net.width belongs to 'unet')"),
+     "config: unknown key 'net.width' for net 'edsr' (net.width belongs to 'unet' and others)"),
     ({"losses": {"terms": [{"name": "l1", "eps": 0.1}]}},
      "config: unknown key 'losses.terms.0.eps' for loss term 'l1' (losses.terms.0.eps belongs to 'charbonnier')"),
     ({"data": {"degradation": {"name": "bicubic", "rician": 0.1}}},

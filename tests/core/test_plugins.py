@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -72,11 +73,34 @@ PLUGIN = textwrap.dedent('''
 
 
 @pytest.fixture(scope="module")
-def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One plug-in file for the whole module: a name registers once per process."""
+def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One plug-in file for the module; its components are unregistered afterwards (no test sees them)."""
+    from diffsr.core.plugins import forget_plugin
+    from diffsr.losses import GATES, TERMS
+
     folder = tmp_path_factory.mktemp("plugin")
     (folder / "my_terms.py").write_text(PLUGIN)
-    return folder
+    yield folder
+    for registry, name in ((TERMS, "tv_plugin"), (GATES, "cosine_plugin")):
+        if name in registry:
+            registry.unregister(name)
+    forget_plugin(str(folder / "my_terms.py"))
+
+
+def test_unregistering_a_plugin_restores_the_config_unions(plugin_dir: Path) -> None:
+    from diffsr.config import validate
+    from diffsr.core.plugins import forget_plugin
+    from diffsr.losses import GATES, TERMS
+
+    load_config(_write(plugin_dir, "my_terms.py"))
+    assert "tv_plugin" in TERMS
+    TERMS.unregister("tv_plugin")
+    GATES.unregister("cosine_plugin")
+    forget_plugin(str(plugin_dir / "my_terms.py"))
+    with pytest.raises(ConfigError, match="unknown loss term 'tv_plugin'"):
+        validate({"losses": {"terms": [{"name": "tv_plugin"}]}})
+    load_config(_write(plugin_dir, "my_terms.py"))  # and it registers again
+    assert "tv_plugin" in TERMS
 
 
 def _write(folder: Path, plugin_ref: str, term: str = "tv_plugin") -> Path:

@@ -19,7 +19,7 @@ from types import ModuleType
 
 from diffsr.core.errors import ConfigError
 
-__all__ = ["is_file_spec", "load_plugin", "load_plugins", "resolve_spec"]
+__all__ = ["forget_plugin", "is_file_spec", "load_plugin", "load_plugins", "resolve_spec"]
 
 _FILES: dict[Path, ModuleType] = {}
 
@@ -67,6 +67,14 @@ def load_plugin(spec: str, *, base: Path | None = None, where: str = "plugins") 
     except (ImportError, SyntaxError, ValueError) as err:
         first = str(err).splitlines()[0] if str(err) else ""
         raise ConfigError(f"{where}: cannot import '{spec}' ({type(err).__name__}: {first})") from None
+
+
+def forget_plugin(spec: str, *, base: Path | None = None) -> None:
+    """Forget a file plug-in (its next load imports it again); its registrations stay unless unregistered."""
+    if is_file_spec(spec):
+        module = _FILES.pop(Path(resolve_spec(spec, base)), None)
+        if module is not None:
+            sys.modules.pop(module.__name__, None)
 
 
 def load_plugins(specs: Iterable[str], *, base: Path | None = None, where: str = "plugins") -> list[ModuleType]:

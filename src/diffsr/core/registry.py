@@ -171,6 +171,14 @@ class Registry(Generic[T]):
                 f"{self.kind} '{name}': config model {config.__name__}.{self.tag} must be Literal[..., '{name}', ...]"
             )
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a plug-in's entry, e.g. between tests); listeners are told."""
+        self.entry(name)
+        del self._items[name]
+        self.version += 1
+        for listener in list(self._listeners):
+            listener()
+
     def subscribe(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` after every later registration."""
         self._listeners.append(listener)
