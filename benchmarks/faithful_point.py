@@ -1,0 +1,224 @@
+"""The faithful point: diffsr's one-step output against EDSR at the same training budget (issue 17).
+
+    python benchmarks/faithful_point.py rates            # steps/s of every recipe (quiet machine!)
+    python benchmarks/faithful_point.py train [NAMES..]  # step budgets = rate x seconds, 1 thread each
+    python benchmarks/faithful_point.py eval  [NAMES..]  # diffsr eval on RoadScene test / Kirby21 T2w
+    python benchmarks/faithful_point.py tables           # the markdown tables of docs/results.md
+
+A budget is wall-clock seconds of training on this machine with its two threads. Each recipe's
+throughput is measured once on a quiet machine (``rates``: a 60 s run, steps over the loop's
+time); a run of budget B then trains ``round(rate x B)`` steps. Training by step count keeps the
+comparison fair when other jobs share the CPU, and lets two runs train side by side on one
+thread each without changing what they learn. Every run has the same data (RoadScene train /
+Kirby21 T1 slices, 64x64 patches, batch 16), degradation (bicubic x4) and seed; the learning
+rate schedule spans the run's own steps.
+
+Evaluation: all 20 RoadScene test frames, whole (640x512), and 24 evenly spaced Kirby21 T2w
+slices (trained on T1: a cross-contrast test); PSNR / SSIM / sharpness with the eval defaults
+(crop border 4, Y channel). Runs and outputs: runs/faithful/ (ignored); the summary:
+benchmarks/results/faithful_point.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "runs" / "faithful"
+SUMMARY = ROOT / "benchmarks" / "results" / "faithful_point.json"
+DATA = ROOT.parent / "shared" / "data"
+SETS = {
+    "ir": {"train": DATA / "infrared/roadscene/train", "test": DATA / "infrared/roadscene/test", "limit": None},
+    "mri": {"train": DATA / "medical/kirby21/113-02-MPRAGE_processed_reg.nii.gz",
+            "test": DATA / "medical/kirby21/113-02-T2w_processed_reg.nii.gz", "limit": 24},
+}
+COMMON = ["data.patch_size=64", "data.batch_size=16", "train.time_limit=null", "train.log_every=50",
+          "train.seed=0"]
+
+# the demo recipe as the issue found it: L1 gated to t <= 1 while the 1-step sampler works at t = 3
+OLD_DEMO = ["losses.terms.0.gate.kind=hard", "losses.terms.0.gate.t_max=1", "train.faithful_fraction=0",
+            "net.name=unet", "net.size=tiny", "train.ema_decay=0.995", "train.lr=0.0005", "train.warmup_steps=50"]
+SAMPLER = ["losses.terms.0.gate.kind=sampler"]
+
+#: name -> (preset, overrides): the ablation of issue 17, each lever on top of the previous
+RECIPES: dict[str, tuple[str, list[str]]] = {
+    "edsr": ("edsr", []),
+    "demo-old": ("demo", OLD_DEMO),
+    "gate-none": ("demo", [*OLD_DEMO, "losses.terms.0.gate.kind=none"]),
+    "gate-sampler": ("demo", [*OLD_DEMO, *SAMPLER]),
+    "faithful-0.5": ("demo", [*OLD_DEMO, *SAMPLER, "train.faithful_fraction=0.5"]),
+    "resnet": ("demo", [*OLD_DEMO, *SAMPLER, "train.faithful_fraction=0.5", "net.name=resnet"]),
+    "unet-small": ("demo", [*OLD_DEMO, *SAMPLER, "train.faithful_fraction=0.5", "net.size=small"]),
+    "demo": ("demo", []),  # the preset as shipped now
+}
+EXTRA: dict[str, tuple[str, list[str]]] = {}  # hygiene variants of the winner, added by name below
+for _ema in ("0.999", "null"):
+    EXTRA[f"demo-ema-{_ema}"] = ("demo", [f"train.ema_decay={_ema}"])
+for _lr in ("0.001", "0.0002"):
+    EXTRA[f"demo-lr-{_lr}"] = ("demo", [f"train.lr={_lr}"])
+EXTRA["demo-warmup-200"] = ("demo", ["train.warmup_steps=200"])
+RECIPES.update(EXTRA)
+#: recipes that differ only in numbers that cost nothing (EMA decay, learning rate, warm-up, the gate)
+#: share the measured rate of the one named here
+RATE_OF = {**{name: "demo" for name in EXTRA}, "gate-none": "demo-old"}
+
+
+def _summary() -> dict[str, Any]:
+    return json.loads(SUMMARY.read_text()) if SUMMARY.exists() else {"rates": {}, "runs": {}}
+
+
+def _save(data: dict[str, Any]) -> None:
+    SUMMARY.parent.mkdir(parents=True, exist_ok=True)
+    SUMMARY.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _train(name: str, dataset: str, steps: int, threads: int, tag: str) -> Path:
+    preset, overrides = RECIPES[name]
+    out = RUNS / f"{dataset}-{name}-{tag}"
+    if (out / "checkpoints").is_dir() and any((out / "checkpoints").glob(f"step_{steps:07d}")):
+        return out
+    args = [sys.executable, "-m", "diffsr", "train", preset, "--out", str(out), "--no-progress"]
+    sets = [*COMMON, *overrides, f"data.train={SETS[dataset]['train']}", f"train.steps={steps}",
+            f"train.ckpt_every={steps}", f"train.threads={threads}"]
+    for s in sets:
+        args += ["--set", s]
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    subprocess.run(args, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    return out
+
+
+def rates(names: list[str]) -> None:
+    """Steps per second of each recipe on IR and MRI with 2 threads (a 60 s run each)."""
+    data = _summary()
+    for dataset in SETS:
+        for name in names:
+            preset, overrides = RECIPES[name]
+            out = RUNS / f"rate-{dataset}-{name}"
+            args = [sys.executable, "-m", "diffsr", "train", preset, "--out", str(out), "--no-progress"]
+            sets = [*COMMON, *overrides, f"data.train={SETS[dataset]['train']}", "train.steps=100000",
+                    "train.time_limit=60", "train.ckpt_every=100000", "train.threads=2", "train.audit=false"]
+            for s in sets:
+                args += ["--set", s]
+            if out.exists():
+                import shutil
+
+                shutil.rmtree(out)
+            load = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            subprocess.run(args, check=True, cwd=ROOT, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+                           stdout=subprocess.DEVNULL)
+            meta = json.loads(sorted((out / "checkpoints").glob("step_*"))[-1].joinpath("meta.json").read_text())
+            steps = meta["step"]
+            rate = steps / 60.0
+            data["rates"][f"{dataset}/{name}"] = {"steps_per_s": rate, "steps_in_60s": steps,
+                                                  "load_before": load, "wall": time.perf_counter() - t0}
+            print(f"{dataset}/{name}: {rate:.3f} steps/s (load {load:.2f})", flush=True)
+            _save(data)
+
+
+def train(names: list[str], budgets: list[int], datasets: list[str], threads: int = 1) -> None:
+    """Train every (dataset, recipe, budget) by its step budget."""
+    data = _summary()
+    for dataset in datasets:
+        for name in names:
+            rate = data["rates"][f"{dataset}/{RATE_OF.get(name, name)}"]["steps_per_s"]
+            for budget in budgets:
+                steps = max(1, round(rate * budget))
+                t0 = time.perf_counter()
+                out = _train(name, dataset, steps, threads, f"{budget}s")
+                data["runs"][f"{dataset}/{name}/{budget}s"] = {"steps": steps, "run": str(out.relative_to(ROOT)),
+                                                               "wall_1thread": round(time.perf_counter() - t0, 1)}
+                _save(data)
+                print(f"trained {dataset}/{name}/{budget}s: {steps} steps", flush=True)
+
+
+def evaluate(names: list[str], budgets: list[int], datasets: list[str], extra: list[str] | None = None) -> None:
+    """diffsr eval of bicubic and every run of ``names`` at ``budgets`` on the test set."""
+    data = _summary()
+    for dataset in datasets:
+        specs = []
+        for name in names:
+            for budget in budgets:
+                key = f"{dataset}/{name}/{budget}s"
+                if key in data["runs"]:
+                    specs.append(str(ROOT / data["runs"][key]["run"]))
+        specs += [s for s in (extra or [])]
+        out = RUNS / f"eval-{dataset}-{'-'.join(names)}-{'-'.join(map(str, budgets))}"
+        args = [sys.executable, "-m", "diffsr", "eval", "--data", str(SETS[dataset]["test"]), "--scale", "4",
+                "--out", str(out), "--method", "bicubic", "--detail-sweep", "none"]
+        if SETS[dataset]["limit"]:
+            args += ["--limit", str(SETS[dataset]["limit"])]
+        for spec in specs:
+            args += ["--method", spec]
+        subprocess.run(args, check=True, cwd=ROOT, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+        metrics = json.loads((out / "metrics.json").read_text())
+        for method, spec in zip(metrics["methods"][1:], specs, strict=True):
+            key = next((k for k, v in data["runs"].items() if str(ROOT / v["run"]) == spec.split("@")[0]), spec)
+            summary = metrics["summary"][method]
+            data.setdefault("scores", {})[key + ("@" + spec.split("@")[1] if "@" in spec else "")] = {
+                m: summary[m]["mean"] for m in ("psnr", "ssim", "sharpness", "hfen") if m in summary}
+        data.setdefault("scores", {})[f"{dataset}/bicubic"] = {
+            m: metrics["summary"]["bicubic"][m]["mean"] for m in ("psnr", "ssim", "sharpness", "hfen")}
+        _save(data)
+
+
+def tables() -> None:
+    """Markdown tables: the ablation at 300 s and the time-to-quality curves."""
+    data = _summary()
+    scores = data.get("scores", {})
+    for dataset in SETS:
+        edsr = scores.get(f"{dataset}/edsr/300s")
+        print(f"\n### {dataset}: ablation at 300 s (same budget, differences vs EDSR)\n")
+        print("| recipe | steps | PSNR | SSIM | sharpness | dPSNR vs EDSR | dSSIM vs EDSR |")
+        print("|---|---|---|---|---|---|---|")
+        for name in RECIPES:
+            s = scores.get(f"{dataset}/{name}/300s")
+            if s is None:
+                continue
+            steps = data["runs"][f"{dataset}/{name}/300s"]["steps"]
+            dp = s["psnr"] - edsr["psnr"] if edsr else float("nan")
+            ds = s["ssim"] - edsr["ssim"] if edsr else float("nan")
+            print(f"| {name} | {steps} | {s['psnr']:.2f} | {s['ssim']:.4f} | {s['sharpness']:.3f} | {dp:+.2f} | "
+                  f"{ds:+.4f} |")
+        print(f"\n### {dataset}: PSNR (SSIM) against training seconds\n")
+        budgets = sorted({int(k.split("/")[2][:-1]) for k in scores if k.startswith(dataset + "/") and
+                          k.count("/") == 2 and k.endswith("s") and "@" not in k})
+        print("| recipe | " + " | ".join(f"{b} s" for b in budgets) + " |")
+        print("|---|" + "---|" * len(budgets))
+        for name in ("demo", "edsr"):
+            cells = []
+            for b in budgets:
+                s = scores.get(f"{dataset}/{name}/{b}s")
+                cells.append(f"{s['psnr']:.2f} ({s['ssim']:.4f})" if s else "-")
+            print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    verb, *rest = sys.argv[1:] or ["tables"]
+    budgets = [int(b) for b in os.environ.get("BUDGETS", "300").split(",")]
+    datasets = os.environ.get("DATASETS", "ir,mri").split(",")
+    if verb == "rates":
+        rates(rest or [n for n in RECIPES if n not in RATE_OF])
+    elif verb == "train":
+        train(rest or list(RECIPES), budgets, datasets, int(os.environ.get("THREADS", "1")))
+    elif verb == "eval":
+        evaluate(rest or list(RECIPES), budgets, datasets, os.environ.get("EXTRA", "").split(",") if
+                 os.environ.get("EXTRA") else None)
+    elif verb == "tables":
+        tables()
+    else:
+        raise SystemExit(f"unknown verb {verb!r}: rates | train | eval | tables")
+
+
+if __name__ == "__main__":
+    main()
