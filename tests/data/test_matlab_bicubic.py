@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from diffsr.data.degrade import DEGRADATIONS, bicubic_down, imresize_matlab, imresize_matrix, upsample
+from diffsr.data.degrade import DEGRADATIONS, bicubic_down, upsample
+from diffsr.data.resize import imresize_matlab, imresize_matrix
 
 
 def _pil(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -29,7 +30,7 @@ def test_mirrored_borders_by_hand() -> None:
     # x2 down of [a, b, c, d]: output 1 sits at u = 1 / 0.5 + 0.5 (1 - 2) = 1.5, the kernel stretched x2
     # reaches |u - i| < 4 -> indices -2 .. 5 (1-based); mirrored ('symmetric'): 0 -> 1, -1 -> 2, -2 -> 3, 5 -> 4
     m = imresize_matrix(4, 2)
-    from diffsr.data.degrade import _matlab_cubic
+    from diffsr.data.resize import _matlab_cubic
 
     u, idx = 1.5, torch.arange(-2, 6, dtype=torch.float64)
     w = 0.5 * _matlab_cubic(0.5 * (u - idx))
