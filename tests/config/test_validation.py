@@ -45,6 +45,18 @@ def test_a_key_the_chosen_component_does_not_take_is_an_error(data: dict, messag
     assert str(info.value) == message
 
 
+@pytest.mark.parametrize(("data", "message"), [
+    ({"data": {"window": [0, 80]}}, "window is set but normalization is 'auto'"),
+    ({"data": {"normalization": "dtype", "percentiles": [1, 99]}}, "percentiles are set but normalization is 'dtype'"),
+    ({"train": {"reshard_after_forward": False}}, "reshard_after_forward is set but shard is 'none'"),
+])
+def test_a_non_default_value_the_chosen_mode_does_not_read_is_an_error(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate(data)
+    # the defaults themselves (a saved config writes every key) are fine
+    validate({"data": {"window": None, "percentiles": [0.5, 99.5]}, "train": {"reshard_after_forward": True}})
+
+
 def test_an_unknown_component_name_suggests_the_registered_one() -> None:
     with pytest.raises(ConfigError, match=r"^config: process: unknown process 'flw' \(did you mean 'flow'\?\)$"):
         validate({"process": {"name": "flw"}})

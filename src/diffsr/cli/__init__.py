@@ -131,18 +131,18 @@ def sr(
         if not p.exists():
             raise DiffsrError(f"{p}: no such file or folder")
     loaded = load_model(ckpt, ema=ema, device="cpu" if cpu else None)
-    if consistency is not None:
-        if consistency not in ("none", "backprojection", "kspace"):
-            raise DiffsrError(f"--consistency: '{consistency}' is not one of none, backprojection, kspace")
-        loaded.config.sample.consistency = consistency  # type: ignore[assignment]
-    if tile_mode is not None:
-        if tile_mode not in ("auto", "exact", "blend"):
-            raise DiffsrError(f"--tile-mode: '{tile_mode}' is not one of auto, exact, blend")
-        loaded.config.sample.tile_mode = tile_mode  # type: ignore[assignment]
-    if detail is not None:
-        if not 0 <= detail <= 1:
-            raise DiffsrError(f"--detail: must be in [0, 1], got {detail}")
-        loaded.config.sample.detail = detail
+    if consistency is not None and consistency not in ("none", "backprojection", "kspace"):
+        raise DiffsrError(f"--consistency: '{consistency}' is not one of none, backprojection, kspace")
+    if tile_mode is not None and tile_mode not in ("auto", "exact", "blend"):
+        raise DiffsrError(f"--tile-mode: '{tile_mode}' is not one of auto, exact, blend")
+    if detail is not None and not 0 <= detail <= 1:
+        raise DiffsrError(f"--detail: must be in [0, 1], got {detail}")
+    options = {k: v for k, v in (("consistency", consistency), ("tile_mode", tile_mode), ("detail", detail))
+               if v is not None}
+    if options:  # validated like a config override (one-line errors), not assigned field by field
+        from diffsr.sampling.infer import with_sample_options
+
+        loaded.config.sample = with_sample_options(loaded.config.sample, options, "sr")
     calibration = _calibration_for(ckpt, loaded, samples, steps)
     from rich.progress import Progress
 

@@ -209,6 +209,12 @@ class DataConfig(Strict):
     def _patch(self) -> DataConfig:
         if self.patch_size % self.scale:
             raise ValueError(f"patch_size {self.patch_size} is not a multiple of scale {self.scale}")
+        # a non-default value of a key the chosen normalization does not read is an error, not ignored
+        if self.window is not None and self.normalization != "window":
+            raise ValueError(f"window is set but normalization is '{self.normalization}' (window needs "
+                             "normalization: window)")
+        if tuple(self.percentiles) != (0.5, 99.5) and self.normalization not in ("percentile", "auto"):
+            raise ValueError(f"percentiles are set but normalization is '{self.normalization}'")
         return self
 
 
@@ -244,6 +250,13 @@ class TrainConfig(Strict):
     # timestep); those rows feed the fidelity terms only, the rest the diffusion loss (reweighted
     # by 1 / (1 - fraction)), so the diffusion objective keeps its own timestep distribution
     faithful_fraction: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _applies(self) -> TrainConfig:
+        if not self.reshard_after_forward and self.shard == "none":
+            raise ValueError("reshard_after_forward is set but shard is 'none' (it applies to shard: fsdp; under an "
+                             "Accelerate FSDP / DeepSpeed config that config decides it)")
+        return self
     audit: bool = True
 
 

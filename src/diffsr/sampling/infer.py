@@ -439,7 +439,7 @@ def method_from_spec(
     if options:
         name, fn = method_from_spec(spec, scale, steps=steps, device=device)
         loaded = fn.loaded  # type: ignore[attr-defined]
-        loaded.config.sample = _with_sample_options(loaded.config.sample, options, spec)
+        loaded.config.sample = with_sample_options(loaded.config.sample, options, f"--method {spec}")
         return name + "@" + ",".join(f"{k}={v}" for k, v in options.items()), fn
 
     if spec == "bicubic":
@@ -508,8 +508,9 @@ def _split_sample_options(spec: str) -> tuple[str, dict[str, str]]:
     return base, options
 
 
-def _with_sample_options(sample: Any, options: dict[str, str], spec: str) -> Any:
-    """``sample`` (a SampleConfig) with ``options`` applied, checked like any config override."""
+def with_sample_options(sample: Any, options: dict[str, Any], where: str) -> Any:
+    """``sample`` (a SampleConfig) with ``options`` applied, checked like any config override
+    (one-line ConfigError naming ``where``)."""
     from diffsr.config import validate
 
-    return validate({"sample": {**sample.model_dump(), **options}}, f"--method {spec}").sample
+    return validate({"sample": {**sample.model_dump(), **options}}, where).sample
