@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
 
 from diffsr.config import EvalConfig
 from diffsr.eval.metrics import (
@@ -233,11 +233,15 @@ def test_suite_values_match_the_functions() -> None:
     conv = Conventions(crop_border=2)
     suite = MetricSuite(conv, lpips=False)
     out = suite(sr_t, hr_t)
-    assert list(out) == ["psnr", "ssim", "sharpness"] == suite.names
+    assert list(out) == ["psnr", "ssim", "nrmse", "nmse", "hfen", "sharpness"] == suite.names
     y_sr = (np.einsum("bchw,c->bhw", sr[:, :, 2:-2, 2:-2], [65.481, 128.553, 24.966]) + 16) / 255
     y_hr = (np.einsum("bchw,c->bhw", hr[:, :, 2:-2, 2:-2], [65.481, 128.553, 24.966]) + 16) / 255
     for b in range(2):
         assert out["psnr"][b] == pytest.approx(peak_signal_noise_ratio(y_hr[b], y_sr[b], data_range=1.0), abs=1e-6)
+        # skimage's euclidean NRMSE is ||HR - SR|| / ||HR||: the suite's nrmse, and nmse its square
+        ref = normalized_root_mse(y_hr[b], y_sr[b], normalization="euclidean")
+        assert out["nrmse"][b] == pytest.approx(ref, rel=1e-5)
+        assert out["nmse"][b] == pytest.approx(ref**2, rel=1e-5)
 
 
 class _RecordingLPIPS(torch.nn.Module):

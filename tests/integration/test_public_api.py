@@ -95,6 +95,17 @@ def test_the_top_level_api_is_lazy_and_complete() -> None:
     import sys
 
     code = ("import sys, diffsr; print('torch' in sys.modules); "
-            "from diffsr import load_config, load_model, super_resolve, train, build_model; print('ok')")
+            "from diffsr import load_config, load_model, super_resolve, fit, build_model; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "ok"]
+
+
+def test_top_level_fit_stays_a_function_after_the_train_package_is_imported() -> None:
+    """A top-level ``diffsr.train`` was shadowed by the ``diffsr.train`` subpackage once imported."""
+    import subprocess
+    import sys
+
+    code = ("import diffsr, diffsr.train.trainer, diffsr.train.batches; "
+            "print(callable(diffsr.fit), diffsr.fit is diffsr.train.trainer.train)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True"]
