@@ -73,9 +73,18 @@ def _summary() -> dict[str, Any]:
     return json.loads(SUMMARY.read_text()) if SUMMARY.exists() else {"rates": {}, "runs": {}}
 
 
-def _save(data: dict[str, Any]) -> None:
+def _update(section: str, key: str, value: Any) -> None:
+    """Set summary[section][key] = value, re-reading the file under a lock (queues run side by side)."""
+    import fcntl
+
     SUMMARY.parent.mkdir(parents=True, exist_ok=True)
-    SUMMARY.write_text(json.dumps(data, indent=2) + "\n")
+    with open(SUMMARY.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = _summary()
+        data.setdefault(section, {})[key] = value
+        tmp = SUMMARY.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, SUMMARY)
 
 
 def _train(name: str, dataset: str, steps: int, threads: int, tag: str) -> Path:
@@ -99,7 +108,6 @@ def _train(name: str, dataset: str, steps: int, threads: int, tag: str) -> Path:
 
 def rates(names: list[str]) -> None:
     """Steps per second of each recipe on IR and MRI with 2 threads (a 60 s run each)."""
-    data = _summary()
     for dataset in SETS:
         for name in names:
             preset, overrides = RECIPES[name]
@@ -120,10 +128,9 @@ def rates(names: list[str]) -> None:
             meta = json.loads(sorted((out / "checkpoints").glob("step_*"))[-1].joinpath("meta.json").read_text())
             steps = meta["step"]
             rate = steps / 60.0
-            data["rates"][f"{dataset}/{name}"] = {"steps_per_s": rate, "steps_in_60s": steps,
-                                                  "load_before": load, "wall": time.perf_counter() - t0}
+            _update("rates", f"{dataset}/{name}", {"steps_per_s": rate, "steps_in_60s": steps,
+                                                   "load_before": load, "wall": time.perf_counter() - t0})
             print(f"{dataset}/{name}: {rate:.3f} steps/s (load {load:.2f})", flush=True)
-            _save(data)
 
 
 def train(names: list[str], budgets: list[int], datasets: list[str], threads: int = 1) -> None:
@@ -136,9 +143,9 @@ def train(names: list[str], budgets: list[int], datasets: list[str], threads: in
                 steps = max(1, round(rate * budget))
                 t0 = time.perf_counter()
                 out = _train(name, dataset, steps, threads, f"{budget}s")
-                data["runs"][f"{dataset}/{name}/{budget}s"] = {"steps": steps, "run": str(out.relative_to(ROOT)),
-                                                               "wall_1thread": round(time.perf_counter() - t0, 1)}
-                _save(data)
+                _update("runs", f"{dataset}/{name}/{budget}s", {"steps": steps, "run": str(out.relative_to(ROOT)),
+                                                                "wall": round(time.perf_counter() - t0, 1),
+                                                                "threads": threads})
                 print(f"trained {dataset}/{name}/{budget}s: {steps} steps", flush=True)
 
 
@@ -165,11 +172,10 @@ def evaluate(names: list[str], budgets: list[int], datasets: list[str], extra: l
         for method, spec in zip(metrics["methods"][1:], specs, strict=True):
             key = next((k for k, v in data["runs"].items() if str(ROOT / v["run"]) == spec.split("@")[0]), spec)
             summary = metrics["summary"][method]
-            data.setdefault("scores", {})[key + ("@" + spec.split("@")[1] if "@" in spec else "")] = {
-                m: summary[m]["mean"] for m in ("psnr", "ssim", "sharpness", "hfen") if m in summary}
-        data.setdefault("scores", {})[f"{dataset}/bicubic"] = {
-            m: metrics["summary"]["bicubic"][m]["mean"] for m in ("psnr", "ssim", "sharpness", "hfen")}
-        _save(data)
+            _update("scores", key + ("@" + spec.split("@")[1] if "@" in spec else ""),
+                    {m: summary[m]["mean"] for m in ("psnr", "ssim", "sharpness", "hfen") if m in summary})
+        _update("scores", f"{dataset}/bicubic",
+                {m: metrics["summary"]["bicubic"][m]["mean"] for m in ("psnr", "ssim", "sharpness", "hfen")})
 
 
 def tables() -> None:

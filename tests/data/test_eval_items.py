@@ -82,7 +82,7 @@ def test_cli_writes_the_inputs_and_rejects_bad_options(hr_dir: Path, tmp_path: P
     meta = json.loads((out / "metrics.json").read_text())
     assert meta["inputs"] == {"data": str(hr_dir), "lr": "infrared (torch bicubic) x4, seed 3",
                               "crop": "centre 32x32"}
-    assert "infrared x4, seed 3" in (out / "report.md").read_text()
+    assert "infrared (torch bicubic) x4, seed 3" in (out / "report.md").read_text()
     for bad, key in ((["--degradation", "jpeg"], "--degradation"), (["--lr-dir", str(tmp_path / "no")], "--lr-dir"),
                      (["--crop", "4"], "--crop")):
         with pytest.raises(SystemExit) as exit_:
