@@ -273,6 +273,30 @@ def distill(
                                   time_limit=time_limit, set_=set_, progress=progress, cpu=cpu))
 
 
+weights_app = typer.Typer(help="Perceptual-loss weights (LPIPS): pre-fetch into the torch hub cache, list.",
+                          no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("fetch")
+def weights_fetch(
+    names: Annotated[list[str], typer.Argument(help="lpips-alex | lpips-vgg (repeat).")],
+) -> None:
+    """Download weights into the torch hub cache ($TORCH_HOME/hub/checkpoints) for machines without network."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    from diffsr.cli.weights import run_fetch
+
+    console.print(run_fetch(names), soft_wrap=True)
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """Show where each weight set resolves now (nothing is downloaded)."""
+    from diffsr.cli.weights import run_list
+
+    console.print(run_list(), soft_wrap=True)
+
+
 @app.command()
 def bench(
     config: Annotated[list[str] | None, typer.Option(help="Presets / YAML files to benchmark (repeat).")] = None,
