@@ -76,3 +76,33 @@ def test_hub_id_resolves_to_the_cached_snapshot_offline(tmp_path: Path, monkeypa
     message = str(exc.value)
     assert "\n" not in message and "hf://lab/model@v9" in message and str(tmp_path / "hf" / "hub") in message
     assert f"{offline_variable}=1" in message and "hf download lab/model" in message
+
+
+@pytest.mark.parametrize(("error", "words"), [
+    ("RepositoryNotFoundError", "no such model on the Hub"),
+    ("RevisionNotFoundError", "no revision 'v3' on the Hub"),
+])
+def test_hub_answers_are_one_line_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: str,
+                                         words: str) -> None:
+    """What the Hub answers for a wrong id or revision (snapshot_download stubbed: no network)."""
+    from types import SimpleNamespace
+
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    response = SimpleNamespace(headers={}, status_code=404, url="https://huggingface.co/api/models/lab/model",
+                               request=None, text="", json=dict)
+
+    def answer(*args: object, **kwargs: object) -> str:
+        assert kwargs["local_files_only"] is False and kwargs["cache_dir"] == str(tmp_path / "hf" / "hub")
+        raise getattr(errors, error)("404 Client Error", response=response)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", answer)
+    monkeypatch.delenv("DIFFSR_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(CheckpointError, match=words) as exc:
+        resolve_model_source("hf://lab/model@v3")
+    assert "\n" not in str(exc.value) and "hf://lab/model@v3" in str(exc.value)
+    assert str(tmp_path / "hf" / "hub") in str(exc.value)

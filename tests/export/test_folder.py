@@ -58,6 +58,12 @@ def test_model_folder_holds_the_ema_weights_config_and_card(run: Path, tmp_path:
     front = yaml.safe_load(text.split("---\n")[1])
     assert front["library_name"] == "diffsr" and front["license"] == "other"
     assert {"diffsr", "super-resolution", "x4", "resshift", "wavelet"} <= set(front["tags"])
+    # and as the Hub's own client parses it
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "diffsr" and card.data.pipeline_tag == "image-to-image"
+    assert "Research use; not for diagnosis" in card.text
 
 
 def test_model_folder_loads_like_the_run(run: Path, tmp_path: Path) -> None:
@@ -178,6 +184,11 @@ def test_hub_id_loads_from_the_cache_offline(run: Path, tmp_path: Path, monkeypa
     for spec in ("hf://lab/tiny-sr", "hf://lab/tiny-sr@v1", f"hf://lab/tiny-sr@{COMMIT}"):
         loaded = diffsr.load_model(spec, device="cpu")
         assert loaded.step == 5 and torch.equal(diffsr.super_resolve(loaded, lr), expected), spec
+    # an eval method: a hub id, with a revision and sampling options
+    from diffsr.sampling.infer import method_from_spec
+
+    name, method = method_from_spec("hf://lab/tiny-sr@v1@seed=0", 4, device="cpu")
+    assert name == "demo@seed=0" and torch.equal(method(lr, 4), expected)
 
 
 def test_hub_id_on_the_command_line(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
