@@ -49,3 +49,21 @@ def test_bad_arguments_are_one_line(teacher: Path, tmp_path: Path, capsys: pytes
 def test_missing_run_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _code(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "m")]) == 2
     assert "no such run" in capsys.readouterr().err
+
+
+def test_a_distilled_student_exports_to_onnx_and_matches(teacher: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    import diffsr
+    from diffsr.export import OnnxModel
+
+    student = tmp_path / "student"
+    assert _code(["distill", "--teacher", str(teacher), "--out", str(student), "--steps", "2",
+                  "--no-progress"]) == 0
+    assert _code(["export", str(student), "--out", str(tmp_path / "model"), "--onnx"]) == 0
+    lr = torch.rand(2, 1, 15, 22, generator=torch.Generator().manual_seed(4))
+    expected = diffsr.super_resolve(diffsr.load_model(student, device="cpu"), lr)
+    got = OnnxModel(tmp_path / "model" / "model.onnx").super_resolve(lr)
+    assert (got - expected).abs().max().item() <= 1e-4
