@@ -8,6 +8,8 @@ from pathlib import Path
 # idle OpenMP threads sleep instead of spinning: on a shared 2-core machine spinning threads
 # of one process starve another's (convolutions slowed 10-100x); must precede `import torch`
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# tests need no network: nothing downloads weights or models (tests of the download path unset it)
+os.environ["DIFFSR_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

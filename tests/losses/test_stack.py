@@ -296,6 +296,30 @@ def test_dead_term_detected() -> None:
         stack(t=torch.zeros(4), step=5, **kw)
 
 
+def test_report_only_leaves_the_training_state_as_it_was() -> None:
+    """Validation reports a batch without moving the NaN/Inf streak, the dead-term count or the step."""
+    d = batch()
+    state = {"bad": True}
+
+    def flaky(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+        loss = (pred - target).abs().flatten(1).mean(1)
+        return loss * math.inf if state["bad"] else loss
+
+    def zero(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+        return torch.zeros(pred.shape[0], dtype=pred.dtype)
+
+    stack = LossStack([LossTerm("flaky", flaky), LossTerm("zero", zero)], max_consecutive=2, dead_after=3)
+    kw = dict(z0_hat=d["z0_hat"], t=torch.zeros(4), decode=CountingDecode(), hr=d["hr"])
+    stack(step=7, **kw)  # one bad step, 'zero' dead once
+    for _ in range(3):  # would stop training (2 bad in a row) and flag 'zero' (3 zeros), were they training steps
+        report = stack.report_only(step=8, **kw)
+    assert report.terms["flaky"].skipped and report.terms["zero"].raw == 0.0
+    assert stack.dead_counts["zero"] == 1 and stack._step == 7
+    state["bad"] = False
+    _, report = stack(step=8, **kw)  # the streak was 1, not 4; 'zero' has 2 zeros, not 5: this step trains
+    assert not report.terms["flaky"].skipped and stack.dead_counts["zero"] == 2
+
+
 def test_dead_tracking_waits_for_warmup_and_can_be_disabled() -> None:
     d = batch()
 

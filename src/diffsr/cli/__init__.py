@@ -102,8 +102,11 @@ def _has_checkpoints(run_dir: Path) -> bool:
 @app.command()
 def sr(
     inputs: Annotated[list[Path], typer.Argument(help="Images, folders, DICOM series folders or NIfTI volumes.")],
-    ckpt: Annotated[Path, typer.Option(help="Run folder or checkpoint folder.")],
     out: Annotated[Path, typer.Option(help="Output folder.")],
+    ckpt: Annotated[str | None, typer.Option(
+        help="Run, checkpoint or model folder, or hf://ORG/NAME[@REV] (Hugging Face cache).")] = None,
+    onnx: Annotated[Path | None, typer.Option(
+        help="An exported one-step graph (diffsr export --onnx), run with onnxruntime, instead of --ckpt.")] = None,
     steps: Annotated[int | None, typer.Option(help="Sampling steps.")] = None,
     ema: Annotated[bool, typer.Option(help="Use the EMA weights.")] = True,
     tile: Annotated[int | None, typer.Option(help="HR tile size (bounded memory).")] = None,
@@ -121,7 +124,7 @@ def sr(
     cpu: Annotated[bool, typer.Option(help="Force CPU.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Super-resolve files with a trained checkpoint; outputs keep format, bit depth and metadata."""
+    """Super-resolve files with a trained model; outputs keep format, bit depth and metadata."""
     _setup_logging(verbose)
     from diffsr.sampling.infer import load_model, sr_files
 
@@ -130,6 +133,17 @@ def sr(
     for p in inputs:
         if not p.exists():
             raise DiffsrError(f"{p}: no such file or folder")
+    if (ckpt is None) == (onnx is None):
+        raise DiffsrError("sr: give one of --ckpt (a model) or --onnx (an exported graph)")
+    if onnx is not None:
+        from diffsr.cli.export import run_sr_onnx
+
+        refused = {"--consistency": consistency, "--detail": detail}
+        for p in run_sr_onnx(inputs, onnx, out, steps=steps, tile=tile, overlap=overlap, tile_mode=tile_mode,
+                             samples=samples, refused=refused):
+            console.print(str(p))
+        return
+    assert ckpt is not None
     loaded = load_model(ckpt, ema=ema, device="cpu" if cpu else None)
     if consistency is not None and consistency not in ("none", "backprojection", "kspace"):
         raise DiffsrError(f"--consistency: '{consistency}' is not one of none, backprojection, kspace")
@@ -159,14 +173,15 @@ def sr(
         console.print(str(p))
 
 
-def _calibration_for(ckpt: Path, loaded: object, samples: int, steps: int | None) -> object:
+def _calibration_for(ckpt: str, loaded: object, samples: int, steps: int | None) -> object:
     """The run's calibration when ``--samples N`` (N > 1) will use it; refused when fitted for other sampling."""
     if samples < 2:
         return None
     from diffsr.cli.calibrate import calibration_folder
     from diffsr.sampling.calibration import find_calibration, sampling_options
 
-    calibration = find_calibration(calibration_folder(ckpt))
+    # the folder the model was read from (a hub id's snapshot, a run's checkpoint, a model folder)
+    calibration = find_calibration(calibration_folder(loaded.checkpoint))  # type: ignore[attr-defined]
     if calibration is not None:
         calibration.check_sampling(sampling_options(loaded, samples, steps), where=f"{ckpt}/calibration.json")
     return calibration
@@ -174,7 +189,8 @@ def _calibration_for(ckpt: Path, loaded: object, samples: int, steps: int | None
 
 @app.command()
 def calibrate(
-    ckpt: Annotated[Path, typer.Option(help="The diffusion run (or checkpoint) folder.")],
+    ckpt: Annotated[str, typer.Option(help="The diffusion run, checkpoint or model folder (calibration.json "
+                                           "is written there).")],
     data: Annotated[Path, typer.Option(help="Held-out HR calibration images (not the test images).")],
     scale: Annotated[int, typer.Option(help="SR factor.")] = 4,
     samples: Annotated[int, typer.Option(help="Samples per image (N >= 2); diffsr sr must use the same N.")] = 8,
@@ -254,7 +270,7 @@ def _floats(text: str, option: str) -> list[float]:
 
 @app.command()
 def distill(
-    teacher: Annotated[Path, typer.Option(help="The trained multi-step run (folder).")],
+    teacher: Annotated[str, typer.Option(help="The trained multi-step run: a folder, or hf://ORG/NAME[@REV].")],
     out: Annotated[Path, typer.Option(help="Run folder for the one-step student.")],
     steps: Annotated[int, typer.Option(help="Fine-tuning steps.")] = 500,
     target: Annotated[str, typer.Option(help="hr (reconstruction) | teacher (regress the teacher's output).")] = "hr",
@@ -271,6 +287,53 @@ def distill(
 
     console.print(run_distill_cli(teacher, out, steps, target=target, teacher_steps=teacher_steps, loss=loss, lr=lr,
                                   time_limit=time_limit, set_=set_, progress=progress, cpu=cpu))
+
+
+@app.command("export")
+def export_cmd(
+    run: Annotated[str, typer.Argument(help="Run, checkpoint or model folder, or hf://ORG/NAME[@REV].")],
+    out: Annotated[Path, typer.Option(help="The model folder to write (model.safetensors, config.yaml, "
+                                           "README.md card, calibration.json).")],
+    dtype: Annotated[str, typer.Option(help="Weights' dtype: fp32 | bf16 | fp16.")] = "fp32",
+    onnx: Annotated[bool, typer.Option("--onnx", help="Also write model.onnx (one-step models only).")] = False,
+    license: Annotated[str, typer.Option(help="The card's licence (a Hub licence id, e.g. apache-2.0).")] = "other",
+    tag: Annotated[list[str] | None, typer.Option(help="Extra card tags, e.g. mri, infrared (repeat).")] = None,
+    eval_: Annotated[Path | None, typer.Option("--eval", help="A diffsr eval output (folder or metrics.json) "
+                                                              "for the card; default: the newest in the run.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing, non-empty --out.")] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset (>= 17).")] = 17,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Write a model folder to share or push to the Hub (and an ONNX graph with --onnx)."""
+    _setup_logging(verbose)
+    from diffsr.cli.export import run_export
+
+    console.print(run_export(run, out, dtype=dtype, onnx=onnx, license=license, tags=tag, evaluation=eval_,
+                             overwrite=overwrite, opset=opset), soft_wrap=True)
+
+
+weights_app = typer.Typer(help="Perceptual-loss weights (LPIPS): pre-fetch into the torch hub cache, list.",
+                          no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("fetch")
+def weights_fetch(
+    names: Annotated[list[str], typer.Argument(help="lpips-alex | lpips-vgg (repeat).")],
+) -> None:
+    """Download weights into the torch hub cache ($TORCH_HOME/hub/checkpoints) for machines without network."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    from diffsr.cli.weights import run_fetch
+
+    console.print(run_fetch(names), soft_wrap=True)
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """Show where each weight set resolves now (nothing is downloaded)."""
+    from diffsr.cli.weights import run_list
+
+    console.print(run_list(), soft_wrap=True)
 
 
 @app.command()

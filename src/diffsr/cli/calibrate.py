@@ -20,7 +20,7 @@ def calibration_folder(ckpt: Path) -> Path:
 
 def run_calibrate(
     *,
-    ckpt: Path,
+    ckpt: Path | str,
     data: Path,
     scale: int,
     samples: int,
@@ -51,7 +51,13 @@ def run_calibrate(
         raise DiffsrError(f"--samples: intervals need at least 2 samples per image, got {samples}")
     if interval not in ("std", "quantile"):
         raise DiffsrError(f"--interval: '{interval}' is not one of std, quantile")
-    if not Path(ckpt).exists():
+    from diffsr.core.hub import is_hub_id
+
+    if is_hub_id(str(ckpt)):
+        raise DiffsrError(f"{ckpt}: calibrate writes calibration.json beside the model, not into the Hugging Face "
+                          f"cache: make a local copy with `diffsr export {ckpt} --out DIR` and calibrate DIR")
+    ckpt = Path(ckpt)
+    if not ckpt.exists():
         raise DiffsrError(f"{ckpt}: no such run or checkpoint folder")
     if not Path(data).exists():
         raise DiffsrError(f"{data}: no such file or folder")

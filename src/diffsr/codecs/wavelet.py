@@ -295,13 +295,45 @@ class _WaveRec(torch.autograd.Function):
         return (None, None, *_WaveDec.apply(grad, ctx.wavelet, ctx.levels, ctx.scale))
 
 
+def _haar_traceable(x: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """One Haar level of ``scale * x`` as plain tensor ops (no ``out=`` writes, no chunks)."""
+    b, c, h2, w2 = x.shape
+    xv = x.reshape(b, c, h2 // 2, 2, w2 // 2, 2) * (scale / 2)
+    a, b_, c_, d = xv[:, :, :, 0, :, 0], xv[:, :, :, 0, :, 1], xv[:, :, :, 1, :, 0], xv[:, :, :, 1, :, 1]
+    return a + b_ + c_ + d, torch.stack([a + b_ - c_ - d, a - b_ + c_ - d, a - b_ - c_ + d], 1)
+
+
+def _haar_inverse_traceable(ll: Tensor, highs: Tensor, scale: float) -> Tensor:
+    """The inverse of :func:`_haar_traceable` (times ``scale``) as plain tensor ops."""
+    b, c, h, w = ll.shape
+    ll, ch, cv, cd = ll * (scale / 2), highs[:, 0] * (scale / 2), highs[:, 1] * (scale / 2), highs[:, 2] * (scale / 2)
+    top = torch.stack([ll + ch + cv + cd, ll + ch - cv - cd], -1)  # rows 2i: columns 2j, 2j + 1
+    bottom = torch.stack([ll - ch + cv - cd, ll - ch - cv + cd], -1)
+    return torch.stack([top, bottom], 3).reshape(b, c, 2 * h, 2 * w)
+
+
 def _wavedec2(x: Tensor, wavelet: str, levels: int, scale: float = 1.0) -> list[Tensor]:
     """wavedec2 of ``scale * x``, differentiable."""
+    if torch.jit.is_tracing():  # a traced graph (ONNX export): out= writes and size-dependent chunks do not trace
+        if wavelet != "haar":
+            return _wavedec_raw(x, wavelet, levels, scale)
+        highs = []
+        for level in range(levels):
+            x, band = _haar_traceable(x, scale if level == 0 else 1.0)
+            highs.append(band)
+        return [x, *reversed(highs)]
     return list(_WaveDec.apply(x, wavelet, levels, scale))
 
 
 def _waverec2(coeffs: list[Tensor], wavelet: str, scale: float = 1.0) -> Tensor:
     """``scale * waverec2(coeffs)``, differentiable."""
+    if torch.jit.is_tracing():
+        if wavelet != "haar":
+            return _waverec_raw(coeffs, wavelet, scale)
+        x = coeffs[0]
+        for i, highs in enumerate(coeffs[1:]):
+            x = _haar_inverse_traceable(x, highs, scale if i == len(coeffs) - 2 else 1.0)
+        return x
     return _WaveRec.apply(wavelet, scale, *coeffs)
 
 
@@ -481,8 +513,12 @@ class WaveletCodec(Codec):
                 parts.append(self.down[i](highs[level].flatten(1, 2)))
             return Latent(torch.cat(parts, dim=1), {})
         # "all": each part copied once into z; the fold is pixel_unshuffle written as a strided
-        # copy (several times faster than F.pixel_unshuffle + cat on CPU)
+        # copy (several times faster than F.pixel_unshuffle + cat on CPU); a traced graph concatenates
         b, c, h, w = ll.shape
+        if torch.jit.is_tracing():
+            folded = [highs[lv].flatten(1, 2).reshape(b, 3 * c, h, 2 ** (big_l - lv), w, 2 ** (big_l - lv))
+                      .permute(0, 1, 3, 5, 2, 4).reshape(b, -1, h, w) for lv in range(big_l - 1, 0, -1)]
+            return Latent(torch.cat([ll, top, *folded], dim=1), {})
         z = ll.new_empty(b, self.latent_channels(c), h, w)
         z[:, :c] = ll
         z[:, c : 4 * c] = top

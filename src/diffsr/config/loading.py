@@ -159,15 +159,22 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
     return validate(data, where)
 
 
-def load_saved_config(data: dict[str, Any], where: str) -> Config:
+def load_saved_config(data: dict[str, Any], where: str, base: Path | None = None) -> Config:
     """Validate a config saved by an earlier run (a checkpoint's ``config.yaml``).
 
     Its plug-ins are imported, and keys an earlier diffsr version wrote for components that do
     not take them (e.g. ``codec.layout`` of a pixel codec, ``eps`` of an l1 term: they never had
-    an effect) are dropped (:func:`drop_inapplicable`).
+    an effect) are dropped (:func:`drop_inapplicable`). base: the folder of a model folder's
+    config (``diffsr export``): its relative file plug-ins and a relative ``codec.path`` (the VAE
+    shipped in the folder) are taken from there.
     """
     data = drop_inapplicable(copy.deepcopy(data))
-    _prepare(data, where, None)
+    codec = data.get("codec")
+    if base is not None and isinstance(codec, dict) and isinstance(codec.get("path"), str):
+        path = Path(codec["path"]).expanduser()
+        if not path.is_absolute() and (base / path).exists():
+            codec["path"] = str((base / path).resolve())
+    _prepare(data, where, base)
     return validate(data, where)
 
 

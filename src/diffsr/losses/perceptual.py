@@ -1,4 +1,4 @@
-"""LPIPS (Zhang et al. 2018, v0.1) with our own copy of the architecture and no downloads, ever.
+"""LPIPS (Zhang et al. 2018, v0.1) with our own copy of the architecture; weights resolved as the ecosystem does.
 
 Architecture, as the ``lpips`` package: torchvision AlexNet / VGG16 ``features`` cut into five
 slices (AlexNet after relu1..relu5, VGG16 after relu1_2, relu2_2, relu3_3, relu4_3, relu5_3),
@@ -11,16 +11,23 @@ is replicated to three (logged once). The network is frozen (requires_grad False
 dropout or batch norm, so train/eval mode does not matter; it stays differentiable w.r.t. the
 input.
 
-Weights are resolved in one place, in a fixed order, and never downloaded:
+Weights are resolved in one place (:func:`resolve_lpips_weights`), in a fixed order, and the
+source is logged; random weights are never a fallback:
 
 - backbone: ``backbone_weights`` (a torchvision state dict, ``features.*`` keys; other keys
-  ignored), else ``torch.hub.get_dir()/checkpoints/alexnet-owt-7be5be79.pth`` or
-  ``vgg16-397923af.pth`` (the torchvision file names);
+  ignored), else the torch hub cache ``torch.hub.get_dir()/checkpoints/`` (``$TORCH_HOME/hub``,
+  default ``~/.cache/torch/hub``) under torchvision's file name (``alexnet-owt-7be5be79.pth``,
+  ``vgg16-397923af.pth``), else downloaded there on first use from the URL of torchvision's
+  weights API (``AlexNet_Weights.IMAGENET1K_V1``, ``VGG16_Weights.IMAGENET1K_V1``), SHA-256
+  checked, with one notice line;
 - lin layers: ``weights`` (a state dict with ``lin{k}.model.1.weight`` keys as the ``lpips``
-  package, or ``lin{k}.weight``), else ``lpips/weights/v0.1/{alex,vgg}.pth`` inside the installed
-  ``lpips`` package (located without importing it).
+  package, or ``lin{k}.weight``), else ``lpips_v0.1_{alex,vgg}.pth`` in the same cache, else
+  ``lpips/weights/v0.1/{alex,vgg}.pth`` of the installed ``lpips`` package (located without
+  importing it), else downloaded into the cache from the ``lpips`` repository (SHA-256 pinned).
 
-A missing file is a ConfigError naming the file and where to put it.
+``DIFFSR_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` forbids the downloads: a missing file is then one
+ConfigError line naming the file, the cache folder and ``diffsr weights fetch lpips-alex`` (or
+``lpips-vgg``), which pre-fetches both files for machines without network (:func:`fetch_lpips`).
 
 Masks (B, 1, H, W): each layer's spatial mean becomes a weighted mean, with the mask resized
 to the layer's resolution by area averaging (the fraction of valid pixels under each feature
@@ -42,14 +49,26 @@ from diffsr.core.errors import ConfigError
 from diffsr.core.shapes import check_image, check_mask
 from diffsr.losses.base import TERMS, TermBase
 
-__all__ = ["BACKBONE_FILES", "LPIPSLoss", "lpips_distance", "resolve_lpips_weights"]
+__all__ = ["BACKBONE_FILES", "FETCHABLE", "LPIPSLoss", "fetch_lpips", "lpips_distance", "resolve_lpips_weights",
+           "weights_cache"]
 
 log = logging.getLogger(__name__)
 
 Net = Literal["alex", "vgg"]
 
-#: torchvision checkpoint file names (as in the torch hub cache)
+#: torchvision checkpoint file names (as in the torch hub cache) and their weights-API names
 BACKBONE_FILES: dict[str, str] = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
+BACKBONE_WEIGHTS: dict[str, str] = {"alex": "AlexNet_Weights.IMAGENET1K_V1", "vgg": "VGG16_Weights.IMAGENET1K_V1"}
+_LPIPS_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/{}.pth"
+#: the lpips package's v0.1 linear heads: (file name in the cache, URL, SHA-256 of lpips 0.1.4's file)
+LIN_SOURCES: dict[str, tuple[str, str, str]] = {
+    "alex": ("lpips_v0.1_alex.pth", _LPIPS_URL.format("alex"),
+             "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0"),
+    "vgg": ("lpips_v0.1_vgg.pth", _LPIPS_URL.format("vgg"),
+            "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868"),
+}
+#: ``diffsr weights fetch NAME`` names -> LPIPS net
+FETCHABLE: dict[str, str] = {"lpips-alex": "alex", "lpips-vgg": "vgg"}
 
 _CHANNELS: dict[str, list[int]] = {"alex": [64, 192, 384, 256, 256], "vgg": [64, 128, 256, 512, 512]}
 # end index (exclusive) of each slice in torchvision's ``features``
@@ -97,38 +116,102 @@ def _lpips_package_dir() -> Path | None:
     return Path(spec.origin).parent
 
 
+def weights_cache() -> Path:
+    """The torch hub checkpoint cache, ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/checkpoints``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def backbone_url(net: Net) -> str:
+    """The backbone's download URL, from torchvision's weights API."""
+    from torchvision.models import get_weight
+
+    return str(get_weight(BACKBONE_WEIGHTS[net]).url)
+
+
+def _check_net(net: str) -> None:
+    if net not in BACKBONE_FILES:
+        raise ConfigError(f"LPIPS net must be 'alex' or 'vgg', got {net!r}")
+
+
+def _explicit(path: str | Path, what: str, key: str) -> Path:
+    found = Path(path).expanduser()
+    if not found.is_file():
+        raise ConfigError(f"{what} not found: {found} ({key})")
+    return found
+
+
+def _missing(net: Net, what: str, name: str, key: str) -> str:
+    from diffsr.core.fetch import offline_reason
+
+    return (f"LPIPS {net} {what}: {name} is not in {weights_cache()} and downloads are off ({offline_reason()}): "
+            f"fetch it with `diffsr weights fetch lpips-{net}` where there is network (same TORCH_HOME), or "
+            f"put {name} in {weights_cache()}/ (or set {key})")
+
+
+def _download(net: Net, what: str, url: str, name: str, sha256: str, key: str) -> Path:
+    from diffsr.core.errors import DiffsrError
+    from diffsr.core.fetch import download_file, offline
+
+    if offline():
+        raise ConfigError(_missing(net, what, name, key))
+    try:
+        return download_file(url, weights_cache() / name, sha256=sha256, what=f"LPIPS {net} {what}")
+    except DiffsrError as err:
+        raise ConfigError(f"{err}, or run `diffsr weights fetch lpips-{net}` where there is network") from None
+
+
 def resolve_lpips_weights(
     net: Net, weights: str | Path | None = None, backbone_weights: str | Path | None = None
 ) -> tuple[Path, Path]:
-    """(lin weights, backbone weights) files for ``net``; ConfigError naming a missing file."""
-    if net not in BACKBONE_FILES:
-        raise ConfigError(f"LPIPS net must be 'alex' or 'vgg', got {net!r}")
+    """(lin weights, backbone weights) files for ``net`` in the module docstring's order; a file
+    missing where downloads are off is a ConfigError naming it, the cache and the fetch command."""
+    _check_net(net)
+    return _resolve_lin(net, weights), _resolve_backbone(net, backbone_weights)
+
+
+def _resolve_backbone(net: Net, backbone_weights: str | Path | None) -> Path:
     if backbone_weights is not None:
-        backbone = Path(backbone_weights).expanduser()
-        if not backbone.is_file():
-            raise ConfigError(f"LPIPS {net} backbone weights not found: {backbone} (backbone_weights)")
-    else:
-        hub = Path(torch.hub.get_dir()) / "checkpoints"
-        backbone = hub / BACKBONE_FILES[net]
-        if not backbone.is_file():
-            raise ConfigError(
-                f"LPIPS {net} backbone weights not found: put {BACKBONE_FILES[net]} in {hub}/ "
-                "or set backbone_weights"
-            )
+        return _explicit(backbone_weights, f"LPIPS {net} backbone weights", "backbone_weights")
+    name = BACKBONE_FILES[net]
+    cached = weights_cache() / name
+    if cached.is_file():
+        return cached
+    prefix = name.rsplit("-", 1)[-1].removesuffix(".pth")  # torchvision names files by their SHA-256 prefix
+    return _download(net, "backbone weights", backbone_url(net), name, prefix, "backbone_weights")
+
+
+def _resolve_lin(net: Net, weights: str | Path | None) -> Path:
     if weights is not None:
-        lin = Path(weights).expanduser()
-        if not lin.is_file():
-            raise ConfigError(f"LPIPS {net} linear-layer weights not found: {lin} (weights)")
-    else:
+        return _explicit(weights, f"LPIPS {net} linear-layer weights", "weights")
+    name, url, sha256 = LIN_SOURCES[net]
+    cached = weights_cache() / name
+    if cached.is_file():
+        return cached
+    package = _lpips_package_dir()
+    if package is not None and (package / "weights" / "v0.1" / f"{net}.pth").is_file():
+        return package / "weights" / "v0.1" / f"{net}.pth"
+    return _download(net, "linear-layer weights", url, name, sha256, "weights")
+
+
+def fetch_lpips(net: Net) -> tuple[Path, Path]:
+    """Put both LPIPS files of ``net`` in the torch hub cache (download, or copy the lpips package's
+    lin weights); returns (lin, backbone). For clusters whose compute nodes have no network."""
+    import hashlib
+    import shutil
+
+    from diffsr.core.atomic import atomic_save
+
+    _check_net(net)
+    backbone = _resolve_backbone(net, None)
+    name, _, sha256 = LIN_SOURCES[net]
+    lin = weights_cache() / name
+    if not lin.is_file():
         package = _lpips_package_dir()
-        if package is None:
-            raise ConfigError(
-                f"LPIPS {net} linear-layer weights not found: install the lpips package "
-                f"or set weights to a copy of lpips/weights/v0.1/{net}.pth"
-            )
-        lin = package / "weights" / "v0.1" / f"{net}.pth"
-        if not lin.is_file():
-            raise ConfigError(f"LPIPS {net} linear-layer weights not found: {lin}; set weights")
+        shipped = package / "weights" / "v0.1" / f"{net}.pth" if package is not None else None
+        if shipped is not None and shipped.is_file() and hashlib.sha256(shipped.read_bytes()).hexdigest() == sha256:
+            atomic_save(lin, lambda tmp: shutil.copyfile(shipped, tmp))
+        else:
+            lin = _download(net, "linear-layer weights", LIN_SOURCES[net][1], name, sha256, "weights")
     return lin, backbone
 
 
@@ -253,12 +336,12 @@ def lpips_distance(
     return model(pred, target, mask)
 
 class LPIPSTerm(TermBase):
-    """LPIPS (alex | vgg) with weights from a local file or the torch hub cache."""
+    """LPIPS (alex | vgg): weights from a local file, the torch hub cache, or downloaded there on first use."""
 
     name: Literal["lpips"]
     net: Literal["alex", "vgg"] = "alex"
-    weights: str | None = None  # LPIPS linear-layer weights (.pth); None: lpips package / hub
-    backbone_weights: str | None = None  # torchvision backbone weights; None: torch hub cache
+    weights: str | None = None  # LPIPS linear-layer weights (.pth); None: hub cache / lpips package / download
+    backbone_weights: str | None = None  # torchvision backbone weights; None: torch hub cache / download
 
 
 @TERMS.register("lpips", config=LPIPSTerm, space="pixel")

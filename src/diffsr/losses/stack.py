@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -157,6 +157,18 @@ class LossStack(nn.Module):
     def dead_counts(self) -> dict[str, int]:
         """Per term: consecutive active steps that contributed exactly 0 (0 for healthy terms)."""
         return dict(self._dead_counts)
+
+    def report_only(self, **inputs: Any) -> LossReport:
+        """The report of ``forward(**inputs)`` leaving the training state as it was (validation): NaN/Inf
+        is reported, never raised; the counters, the GAN cache and the step are restored afterwards."""
+        saved = (self._bad_steps, dict(self._dead_counts), dict(self._gan_cache), self._step, self.nonfinite_policy,
+                 self.max_consecutive, self.dead_after)
+        self.nonfinite_policy, self.max_consecutive, self.dead_after = "skip_term", 2**62, None
+        try:
+            return self(**inputs)[1]
+        finally:
+            (self._bad_steps, self._dead_counts, self._gan_cache, self._step, self.nonfinite_policy,
+             self.max_consecutive, self.dead_after) = saved
 
     def __len__(self) -> int:
         return len(self.terms)

@@ -262,7 +262,8 @@ class UNet(nn.Module):
         if self.cond_channels:
             x = torch.cat([x, cond.to(x.dtype)], dim=1)  # type: ignore[union-attr]
         ph, pw = (-h) % self.multiple, (-w) % self.multiple
-        if ph or pw:
+        # a traced graph (ONNX export) must not bake the branch: padding by 0 is the identity
+        if ph or pw or torch.jit.is_tracing():
             # replicate works for any size (reflect needs the pad smaller than the image)
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
 

@@ -41,26 +41,33 @@ class LoadedModel:
 
 
 def load_model(ckpt: str | Path, *, ema: bool = True, device: str | torch.device | None = None) -> LoadedModel:
-    """Load a run folder or checkpoint folder (EMA weights by default when present)."""
+    """Load a model: a run folder, a checkpoint folder, a model folder (``diffsr export``) or
+    ``hf://ORG/NAME[@REV]`` (fetched into the Hugging Face cache, see :mod:`diffsr.core.hub`).
+
+    EMA weights by default when present (a model folder holds the weights it was exported with).
+    """
     import yaml
 
+    from diffsr.core.hub import resolve_model_source
     from diffsr.model import load_trainable_state
     from diffsr.train.checkpoint import read_checkpoint
 
-    data = read_checkpoint(ckpt, ema=ema)
+    data = read_checkpoint(resolve_model_source(ckpt), ema=ema)
     try:
         raw = yaml.safe_load(data["config_yaml"])
     except yaml.YAMLError:
         raise CheckpointError(f"{data['path']}/config.yaml: invalid YAML") from None
     if not isinstance(raw, dict):
         raise CheckpointError(f"{data['path']}/config.yaml: not a config mapping")
-    config = load_saved_config(raw, f"{data['path']}/config.yaml")
+    model_folder = bool(data["meta"].get("model_folder"))
+    config = load_saved_config(raw, f"{data['path']}/config.yaml", base=data["path"] if model_folder else None)
     model = build_model(config)
     weights = data["ema"] if (ema and data["ema"] is not None) else data["model"]
     load_trainable_state(model, weights)
     device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device).eval()
-    return LoadedModel(model, config, data["path"], int(data["meta"].get("step", 0)), data["ema"] is not None and ema)
+    used_ema = data["meta"].get("weights") == "ema" if model_folder else data["ema"] is not None and ema
+    return LoadedModel(model, config, data["path"], int(data["meta"].get("step", 0)), used_ema)
 
 
 def _consistency_hook(loaded: LoadedModel, lr: Tensor, measurement: Tensor | None = None
@@ -298,8 +305,13 @@ def sr_files(
     normalization: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     calibration: Any = None,
+    method: Callable[..., Tensor] | None = None,
 ) -> list[Path]:
     """Super-resolve image files, folders, DICOM series and NIfTI volumes into ``out``.
+
+    method: ``method(lr, steps=, tile=, overlap=, seed=) -> sr`` in place of
+    :func:`super_resolve` with ``loaded`` (an ONNX graph: :meth:`diffsr.export.OnnxModel.super_resolve`);
+    ``loaded`` then needs only ``config`` and ``scale``.
 
     Each input keeps its format: PNG/TIFF with the input's bit depth and mode, NIfTI with the
     in-plane spacing divided by the scale, DICOM series with new UIDs. With ``samples > 1``
@@ -331,10 +343,9 @@ def sr_files(
         outs, stds, bounds = [], [], []
         for i in range(n):
             lr = torch.from_numpy(np.ascontiguousarray(unit[i : i + 1], dtype=np.float32))
-            draws = [
-                super_resolve(loaded, lr, steps=steps, tile=tile, overlap=overlap, seed=loaded.config.sample.seed + k)
-                for k in range(samples)
-            ]
+            run = method or (lambda x, **kw: super_resolve(loaded, x, **kw))
+            draws = [run(lr, steps=steps, tile=tile, overlap=overlap, seed=loaded.config.sample.seed + k)
+                     for k in range(samples)]
             stack = torch.stack(draws)
             outs.append(stack.mean(0).cpu().numpy())
             if samples > 1 and calibration is not None:
@@ -431,10 +442,12 @@ def method_from_spec(
     same checkpoint sampled another way, under its own display name, so one evaluation compares
     with and without data consistency. Returns (display name, fn(lr, scale) -> sr).
     """
+    from diffsr.core.hub import is_hub_id
     from diffsr.data.degrade import upsample
 
     spec, options = _split_sample_options(spec)
-    if options and (spec == "bicubic" or (":" in spec and not Path(spec.split(":", 1)[1]).is_dir())):
+    if options and (spec == "bicubic" or (":" in spec and not is_hub_id(spec)
+                                          and not Path(spec.split(":", 1)[1]).is_dir())):
         raise DiffsrError(f"--method {spec}@...: sampling options apply to diffsr runs only")
     if options:
         name, fn = method_from_spec(spec, scale, steps=steps, device=device)

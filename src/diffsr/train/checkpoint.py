@@ -13,6 +13,11 @@ folders are never taken for checkpoints and are cleaned up on the next save. Re-
 that exists moves the old folder to ``.old-step_...`` for the instant between two renames; a
 kill in that instant leaves the complete ``.old-`` folder, which is listed (and restored on
 the next save) as long as its ``step_...`` folder is missing.
+
+A *model folder* (``diffsr export``, docs/models.md) holds ``model.safetensors`` (the EMA weights,
+with the step and the weights' origin in the file's metadata) and ``config.yaml``, without the
+training state: :func:`read_checkpoint` reads it too, so every ``--ckpt`` takes a run folder, a
+checkpoint folder or a model folder.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from diffsr.core.serialization import load_safetensors, safe_torch_load  # noqa:
 STEP_DIR = re.compile(r"^step_(\d{7,})$")
 OLD_DIR = re.compile(r"^\.old-step_(\d{7,})$")  # a step folder being replaced (see save_checkpoint)
 FILES = ("model.safetensors", "state.pt", "config.yaml", "meta.json")
+MODEL_FILES = ("model.safetensors", "config.yaml")  # a model folder (diffsr export)
 
 
 def _save_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
@@ -119,6 +125,12 @@ def _complete(path: Path) -> bool:
     return all((path / f).is_file() for f in FILES)
 
 
+def is_model_folder(path: str | os.PathLike[str]) -> bool:
+    """True for a model folder: ``model.safetensors`` and ``config.yaml`` without the training state."""
+    path = Path(path)
+    return path.is_dir() and all((path / f).is_file() for f in MODEL_FILES) and not _complete(path)
+
+
 def prune(root: Path, keep_last: int) -> None:
     """Delete all but the newest ``keep_last`` checkpoints and any stale temporary folders.
 
@@ -154,13 +166,14 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
             path = path.parent
         else:
             raise CheckpointError(f"{path}: expected a run or checkpoint folder, not a file")
-    if _complete(path):
+    if _complete(path) or is_model_folder(path):
         return path
     run = path.parent if path.name == "checkpoints" else path
     found = list_checkpoints(run)
     if not found:
         raise CheckpointError(
-            f"{path}: no complete checkpoint found (expected checkpoints/step_*/ with {', '.join(FILES)})"
+            f"{path}: no complete checkpoint found (expected checkpoints/step_*/ with {', '.join(FILES)}, "
+            f"or a model folder with {' and '.join(MODEL_FILES)})"
         )
     return found[-1]
 
@@ -170,13 +183,13 @@ def read_checkpoint(path: str | os.PathLike[str], *, ema: bool = True) -> dict[s
     ckpt = resolve_checkpoint(path)
     out: dict[str, Any] = {"path": ckpt}
     out["model"] = load_safetensors(ckpt / "model.safetensors")
+    if is_model_folder(ckpt):
+        return {**out, "ema": None, "state": None, "config_yaml": _read_config(ckpt),
+                "meta": {**safetensors_metadata(ckpt / "model.safetensors"), "model_folder": True}}
     ema_file = ckpt / "ema.safetensors"
     out["ema"] = load_safetensors(ema_file) if ema and ema_file.is_file() else None
     out["state"] = safe_torch_load(ckpt / "state.pt")
-    try:
-        out["config_yaml"] = (ckpt / "config.yaml").read_text()
-    except UnicodeDecodeError:
-        raise CheckpointError(f"{ckpt / 'config.yaml'}: not a text file") from None
+    out["config_yaml"] = _read_config(ckpt)
     try:
         out["meta"] = json.loads((ckpt / "meta.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -184,3 +197,28 @@ def read_checkpoint(path: str | os.PathLike[str], *, ema: bool = True) -> dict[s
     if not isinstance(out["meta"], dict):
         raise CheckpointError(f"{ckpt / 'meta.json'}: expected a JSON object, got {type(out['meta']).__name__}")
     return out
+
+
+def _read_config(folder: Path) -> str:
+    try:
+        return (folder / "config.yaml").read_text()
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{folder / 'config.yaml'}: not a text file") from None
+
+
+def safetensors_metadata(path: Path) -> dict[str, Any]:
+    """The string metadata of a safetensors file's header, values that hold JSON decoded ({} for none)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({str(err)[:100]})") from None
+    meta: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            meta[key] = json.loads(value)
+        except json.JSONDecodeError:
+            meta[key] = value
+    return meta

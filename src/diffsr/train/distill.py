@@ -229,7 +229,7 @@ def _run_name(config: Config, path: Path) -> str:
 
 
 def run_distill_cli(
-    teacher: Path,
+    teacher: Path | str,
     out: Path,
     steps: int,
     *,
@@ -243,9 +243,10 @@ def run_distill_cli(
     cpu: bool = False,
 ) -> str:
     """``diffsr distill``: checks the arguments, runs :func:`distill`, returns a one-line summary."""
+    from diffsr.core.hub import is_hub_id
     from diffsr.train.checkpoint import list_checkpoints
 
-    if not Path(teacher).exists():
+    if not is_hub_id(str(teacher)) and not Path(teacher).exists():
         raise DiffsrError(f"{teacher}: no such run or checkpoint folder")
     if list_checkpoints(Path(out)):
         raise DiffsrError(f"{out}: already holds checkpoints; choose another --out")

@@ -2,8 +2,9 @@
 
 Fixed TensorBoard names (STYLE §8): ``loss/<term>/raw|weighted``, ``weight/<term>``,
 ``active/<term>`` (every term, weight 0 too, so dead ones show), ``loss/total``, ``train/*``
-(learning rate, gradient norm, speed, skipped steps and NaN/Inf counts), ``skipped/<term>``
-and ``val/*``. Only the main process writes.
+(learning rate, gradient norm, speed, skipped steps and NaN/Inf counts), ``skipped/<term>``,
+``val/*`` scalars and the ``val/grid`` image (:mod:`diffsr.train.validation`). Only the main
+process writes.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class TrainLog:
 
     def __init__(self, run_dir: Path | None) -> None:
         self.writer: Any = None
+        self._legend = False
         if run_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -78,6 +80,29 @@ class TrainLog:
             return
         for k, v in values.items():
             self.writer.add_scalar(k, v, step)
+
+    def grid(self, image: Any, step: int) -> None:
+        """The validation image grid (3, H, W) in [0, 1] as ``val/grid`` (nothing when None)."""
+        if self.writer is None or image is None:
+            return
+        if not self._legend:
+            from diffsr.train.validation import PANELS
+
+            self.writer.add_text("val/grid_legend", "columns: " + " | ".join(PANELS), step)
+            self._legend = True
+        self.writer.add_image("val/grid", image, step, dataformats="CHW")
+
+    def final_grid(self, image: Any, path: Path) -> None:
+        """Write the last validation grid as a PNG (main process; nothing when None)."""
+        if self.writer is None or image is None:
+            return
+        import numpy as np
+        from PIL import Image
+
+        from diffsr.core.atomic import atomic_save
+
+        pixels = (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+        atomic_save(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
 
     def close(self) -> None:
         """Flush and close (a stopped run keeps its curves)."""

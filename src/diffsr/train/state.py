@@ -69,6 +69,7 @@ def save_training_checkpoint(trainer: Trainer, report: Any = None) -> Path | Non
         "nonfinite_terms": trainer.nonfinite_terms,
         "term_skips": dict(trainer.term_skips),
         "bad_streak": trainer.bad_streak,  # consecutive bad steps count across a resume
+        "train_seconds": trainer.train_seconds,  # wall time of every session of the run so far
     }
     scaler = getattr(trainer.accelerator, "scaler", None)
     if scaler is not None:  # fp16: resume with the same loss scale, not the initial one
@@ -79,6 +80,8 @@ def save_training_checkpoint(trainer: Trainer, report: Any = None) -> Path | Non
         "nonfinite_terms": trainer.nonfinite_terms,
         "term_skips": dict(trainer.term_skips),
         "skipped_discriminator_steps": trainer.skipped_discriminator,
+        "train_seconds": trainer.train_seconds,
+        "val": dict(getattr(trainer, "_val", None) or {}),  # the last validation (model cards show it)
         "diffsr_version": _version(),
     }
     return save_checkpoint(
@@ -120,6 +123,7 @@ def restore_weights(trainer: Trainer, ckpt: dict[str, Any]) -> None:
     trainer.nonfinite_terms = int(state.get("nonfinite_terms", 0))
     trainer.term_skips = {str(k): int(v) for k, v in dict(state.get("term_skips", {})).items()}
     trainer.bad_streak = int(state.get("bad_streak", 0))
+    trainer.seconds_before = float(state.get("train_seconds", 0.0))
 
 
 def restore_optimizer(trainer: Trainer, path: Path, ckpt: dict[str, Any]) -> None:

@@ -216,6 +216,7 @@ class Trainer:
         self.nonfinite_terms = 0
         self.term_skips: dict[str, int] = {}  # per term: steps it was dropped for NaN/Inf
         self.bad_streak = 0
+        self.seconds_before = 0.0  # training time of earlier sessions of a resumed run
         self._prefetched: dict[int, dict[str, Any]] = {}  # step -> batch a loader worker built
 
     def _shard(self) -> None:
@@ -402,41 +403,13 @@ class Trainer:
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
     def validate(self, max_items: int | None = None) -> dict[str, float]:
-        """PSNR of the (EMA) model and of bicubic on the validation set, sharded over processes."""
-        from diffsr.eval.metrics import psnr
+        """PSNR, SSIM and sharpness of the (EMA) model and of bicubic on the validation set, and the
+        loss report on it (:mod:`diffsr.train.validation`), sharded over processes. The image grid
+        (LR nearest | bicubic | SR | HR | error) is kept in :attr:`val_grid` (main process)."""
+        from diffsr.train.validation import validate
 
-        model = self.ema.shadow if self.ema is not None else self.raw_model
-        model.eval()
-        n = len(self.val_set) if max_items is None else min(max_items, len(self.val_set))
-        rows = []
-        # sharded: every process must run as many forward passes as the others (each gathers
-        # parameters from all); a process short of images samples one more and drops it
-        mine = list(range(self.rank, n, self.world))
-        rounds = -(-n // self.world) if self.sharded else len(mine)
-        for k in range(rounds):
-            i = mine[k] if k < len(mine) else 0
-            item = self.val_set[i]
-            hr = item["hr"][None].to(self.accelerator.device)
-            lr_up = item["lr_up"][None].to(self.accelerator.device)
-            gen = step_generator(self.config.sample.seed, i, self.accelerator.device)
-            # a baseline (EDSR / RCAN / SwinIR) maps the LR image itself to SR
-            lr = item["lr"][None].to(self.accelerator.device) if model.is_baseline else None
-            sr = model.sample(lr_up, steps=self.config.sample.steps, generator=gen, lr=lr)
-            if k < len(mine):
-                rows.append([float(psnr(sr, hr, data_range=1.0)[0]),
-                             float(psnr(lr_up.clamp(0, 1), hr, data_range=1.0)[0])])
-        if self.world > 1:
-            from accelerate.utils import gather_object
-
-            rows = gather_object(rows)
-        if not rows:
-            return {}
-        gathered = torch.tensor(rows, dtype=torch.float64)
-        return {
-            "val/psnr": float(gathered[:, 0].mean()),
-            "val/psnr_bicubic": float(gathered[:, 1].mean()),
-            "val/images": float(len(gathered)),
-        }
+        values, self.val_grid = validate(self, max_items)
+        return values
 
     # ------------------------------------------------------------------ loop
     def fit(self, stop_after: int | None = None) -> TrainResult:
@@ -458,6 +431,8 @@ class Trainer:
         self._last_report: Any = None
         self._last_ckpt: Path | None = None
         self._val: dict[str, float] = {}
+        self._val_step: int | None = None
+        self.val_grid: Tensor | None = None
         bar = progress_bar(main and self.show_progress)
         task = bar.add_task("train", total=cfg.train.steps, completed=self.step, info="")
         try:
@@ -466,6 +441,10 @@ class Trainer:
                 for batch in batches:
                     if self._one_fit_step(batch, bar, task, stop_after):
                         break
+            if cfg.train.val_every:  # the grid of the final model, also as a PNG in the run folder
+                if self._val_step != self.step:
+                    self._validate_and_log()
+                self._log.final_grid(self.val_grid, self.run_dir / "val_grid.png")
         finally:
             self._log.close()  # a stopped run keeps its curves (skipped steps included)
         seconds = time.perf_counter() - self._t0
@@ -512,8 +491,7 @@ class Trainer:
                 f"non-finite loss or gradients (losses.nonfinite.max_consecutive){_saved(self._last_ckpt)}"
             )
         if cfg.train.val_every and self.step % cfg.train.val_every == 0:
-            self._val = self.validate(cfg.data.val_images)
-            self._log.scalars(self._val, self.step)
+            self._validate_and_log()
         if self.step % cfg.train.ckpt_every == 0 and self.step < cfg.train.steps:
             self._last_ckpt = self.save(report) or self._last_ckpt
         # each process measures its own time: decide together, or one would leave the loop while
@@ -522,6 +500,19 @@ class Trainer:
             log.info("time limit %.0f s reached at step %d", cfg.train.time_limit, self.step)
             return True
         return stop_after is not None and self.step - self._start >= stop_after
+
+    def _validate_and_log(self) -> None:
+        """Validate now; write the scalars and the image grid to TensorBoard."""
+        self._val = self.validate(self.config.data.val_images)
+        self._val_step = self.step
+        self._log.scalars(self._val, self.step)
+        self._log.grid(self.val_grid, self.step)
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall time spent training this run, over every session (resumes included)."""
+        t0 = getattr(self, "_t0", None)
+        return self.seconds_before + (time.perf_counter() - t0 if t0 is not None else 0.0)
 
     @property
     def skipped_discriminator(self) -> int:
