@@ -44,6 +44,7 @@ from diffsr.core.shapes import check_image
 from diffsr.data.degrade import DEGRADATIONS, Degradation
 
 __all__ = [
+    "GRID_TOLERANCE",
     "MAX_FACTOR",
     "SliceProfile",
     "SliceProfileConfig",
@@ -56,6 +57,9 @@ __all__ = [
 
 #: the largest through-plane factor diffsr accepts (slice spacing / fine pixel)
 MAX_FACTOR = 12.0
+#: slack when counting slices and voxels: spacings read from headers are float32 (4.32 / 0.9 mm is
+#: 4.8000003), and K slices of factor f must give floor(K f) fine voxels that hold K slices again
+GRID_TOLERANCE = 1e-4
 #: FWHM of a Gaussian = this x sigma
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -88,9 +92,9 @@ def check_profile(values: Sequence[float], factor: float) -> tuple[float, ...]:
 def slice_centres(n: int, factor: float) -> Tensor:
     """Centres (K,) of the thick slices on a fine axis of n pixels, in fine-pixel index units (float64).
 
-    K = floor(n / factor) (at least 1); ``c_k = (k + 0.5) factor - 0.5``.
+    K = floor(n / factor) (at least 1, with :data:`GRID_TOLERANCE`); ``c_k = (k + 0.5) factor - 0.5``.
     """
-    k = max(1, math.floor(n / factor + 1e-9))
+    k = max(1, math.floor(n / factor + GRID_TOLERANCE))
     return (torch.arange(k, dtype=torch.float64) + 0.5) * factor - 0.5
 
 
