@@ -19,6 +19,7 @@ LEVEL = {
     "config": 2,
     "model": 3,
     "train": 4, "eval": 4, "sampling": 4,
+    "volumes": 5,
     "cli": 6, "__main__": 6,
     # deprecated locations re-export the module that moved (their level is its level)
     "infer": 4, "consistency": 4, "uncertainty": 4, "distill": 4,
