@@ -126,7 +126,7 @@ def run_iso(path: str | Path, out: str | Path, options: IsoOptions | None = None
     volume = read_volume(path, volume_index=opts.volume_index)
     plan = plan_iso(volume, factor=opts.factor, spacing=opts.spacing, gap=opts.gap, profile=opts.profile)
     fmt = _check_options(opts, volume)
-    loaded = load_model(opts.model, device="cpu") if opts.model is not None else None
+    loaded = load_model(opts.model) if opts.model is not None else None
     if loaded is not None:
         check_model(loaded, plan, str(opts.model))
     cfg = iso_config(opts.preset, plan, source=volume.path, time_limit=opts.time_limit,
@@ -146,7 +146,7 @@ def run_iso(path: str | Path, out: str | Path, options: IsoOptions | None = None
         result = train_iso(cfg, slices, out / "run", progress=progress is not None)
         report["train"] = {"preset": cfg.name, "slices": len(slices), "steps": result.step,
                            "seconds": round(time.perf_counter() - t0, 1), "run": str(out / "run")}
-        loaded = load_model(out / "run", device="cpu")
+        loaded = load_model(out / "run")
     else:
         report["train"] = {"model": str(opts.model), "preset": loaded.config.name}
     say("reconstructing both through-plane orientations ...")

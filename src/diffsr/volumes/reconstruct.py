@@ -137,7 +137,8 @@ def reconstruct(
     std = np.sqrt(variance / 4.0) if variance is not None else None
     mean_out, std_out = _to_output(fine, plan), (_to_output(std, plan) if std is not None else None)
     mean_out = np.moveaxis(mean_out, 0, plan.axis)
-    std_out = np.moveaxis(std_out, 0, plan.axis) if std_out is not None else None
+    # the B-spline resampling of a std may dip below zero next to a jump: a std is never negative
+    std_out = np.moveaxis(np.maximum(std_out, 0.0), 0, plan.axis) if std_out is not None else None
     return Reconstruction(mean_out, std_out, time.perf_counter() - t0, planes, residual)
 
 
