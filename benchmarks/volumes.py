@@ -15,7 +15,7 @@ affine, and ``diffsr iso`` (the Python API, the same code as the command) recons
 the original grid (1 mm along S; 256 or 255 slices).
 
 Methods, each trained on the thick volume alone (the in-plane slices degraded with the known
-profile) for the same wall-clock budget (``--time-limit``, default 240 s, 2 threads):
+profile) for the same wall-clock budget (``--time-limit``, default 240 s; ``--threads``, default 1):
 
 - ``bspline``: cubic B-spline interpolation along the slice axis (no training);
 - ``edsr``: the same self-supervised pipeline with the ``edsr`` preset (SMORE's design: EDSR
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("cases", nargs="*", help=f"cases (default all): {', '.join(cases())}")
     parser.add_argument("--time-limit", type=float, default=240.0)
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--threads", type=int, default=2, help="threads of training and reconstruction")
+    parser.add_argument("--threads", type=int, default=1, help="threads of training and reconstruction")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
     torch.set_num_threads(args.threads)
