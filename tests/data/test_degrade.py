@@ -221,7 +221,7 @@ def test_realesrgan_is_reproducible_per_sample() -> None:
 
 
 def test_registry_and_config_errors() -> None:
-    assert set(DEGRADATIONS.names()) == {"bicubic", "blur_noise", "realesrgan", "kspace", "infrared"}
+    assert set(DEGRADATIONS.names()) == {"bicubic", "blur_noise", "realesrgan", "kspace", "infrared", "slice_profile"}
     with pytest.raises(ConfigError, match="blur_sigma"):
         build_degradation(DegradationConfig(name="blur_noise", blur_sigma=(2.0, 1.0)), 2)
     deg = build_degradation(None, 3)

@@ -20,6 +20,7 @@ LEVEL = {
     "model": 3,
     "train": 4, "eval": 4, "sampling": 4,
     "export": 5,
+    "volumes": 5,
     "cli": 6, "__main__": 6,
     # deprecated locations re-export the module that moved (their level is its level)
     "infer": 4, "consistency": 4, "uncertainty": 4, "distill": 4,

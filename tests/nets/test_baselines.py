@@ -243,3 +243,19 @@ def test_sampled_sr_is_the_decoded_training_estimate(name: str) -> None:
     # and the training loss (L1 in the [-1, 1] latent) is twice the pixel L1 of what sampling returns
     raw = (model.net.net(lr) - hr).abs().flatten(1).mean(1)
     torch.testing.assert_close(out.diffusion, 2 * raw, rtol=1e-5, atol=1e-6)
+
+
+def test_edsr_at_scale_one_is_the_input_plus_a_correction() -> None:
+    # one-axis SR (SMORE's design): the input is already on the output grid; no upsampler, and a
+    # zeroed last conv makes the whole net the identity
+    torch.manual_seed(0)
+    model = build_baseline("edsr", channels=1, scale=1, size="tiny")
+    x = lr_image(1, size=20)
+    assert model(x).shape == x.shape
+    assert not any(isinstance(m, nn.PixelShuffle) for m in model.modules())
+    with torch.no_grad():
+        model.tail[1].weight.zero_()
+        model.tail[1].bias.zero_()
+    torch.testing.assert_close(model(x), x)
+    with pytest.raises(ConfigError, match="one-axis SR, scale 1, supports edsr only"):
+        build_baseline("rcan", channels=1, scale=1)

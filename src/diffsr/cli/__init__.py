@@ -173,6 +173,47 @@ def sr(
         console.print(str(p))
 
 
+@app.command()
+def iso(
+    volume: Annotated[Path, typer.Argument(help="A thick-slice NIfTI volume or DICOM series folder.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    preset: Annotated[str, typer.Option(help="The preset trained on the scan's own slices (demo, edsr).")] = "demo",
+    factor: Annotated[str, typer.Option(
+        help="auto (isotropic: the in-plane spacing) or the factor the slice spacing is divided by.")] = "auto",
+    spacing: Annotated[float | None, typer.Option(help="Output slice spacing in mm (instead of --factor).")] = None,
+    profile: Annotated[str, typer.Option(
+        help="gaussian (FWHM = thickness) | rect | a file of samples at the in-plane spacing.")] = "gaussian",
+    gap: Annotated[float | None, typer.Option(
+        help="Gap between slices in mm (thickness = spacing - gap; default: DICOM SliceThickness, else 0).")] = None,
+    time_limit: Annotated[float, typer.Option(help="Training time budget in seconds.")] = 300.0,
+    train_steps: Annotated[int | None, typer.Option(help="Training steps at most (default: the preset's).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Sampling steps.")] = None,
+    samples: Annotated[int, typer.Option(help="Draw N samples: write their mean and a per-voxel std volume.")] = 1,
+    consistency: Annotated[bool, typer.Option(
+        help="Keep the output consistent with the measured slices (re-degraded, it reproduces them).")] = True,
+    combine: Annotated[str, typer.Option(help="average | fourier: how the two orientations are combined.")] = "average",
+    batch: Annotated[int, typer.Option(help="Planes per model call (bounds memory).")] = 8,
+    volume_index: Annotated[int | None, typer.Option(help="The volume of a 4-D NIfTI.")] = None,
+    model: Annotated[Path | None, typer.Option(help="Reuse a run trained by diffsr iso (skips training).")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="nifti | dicom (default: the input's).")] = None,
+    normalization: Annotated[str, typer.Option(
+        help="minmax (nothing saturates) | percentile (0.5-99.5 of the non-zero voxels, clipped).")] = "minmax",
+    seed: Annotated[int, typer.Option(help="Seed of the samples.")] = 0,
+    set_: SetOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Isotropic volume from a thick-slice scan: self-supervised through-plane SR (docs/volumes.md)."""
+    _setup_logging(verbose)
+    from diffsr.cli.iso import run_iso_cli
+
+    console.print(run_iso_cli(
+        volume, out, console=console, err_console=err_console, preset=preset, factor=factor, spacing=spacing,
+        profile=profile, gap=gap, time_limit=time_limit, train_steps=train_steps, steps=steps, samples=samples,
+        consistency=consistency, combine=combine, batch=batch, volume_index=volume_index, model=model, fmt=fmt,
+        normalization=normalization, seed=seed, overrides=list(set_ or []),
+    ))
+
+
 def _calibration_for(ckpt: str, loaded: object, samples: int, steps: int | None) -> object:
     """The run's calibration when ``--samples N`` (N > 1) will use it; refused when fitted for other sampling."""
     if samples < 2:

@@ -7,6 +7,7 @@ registry holds; :func:`_rebuild` widens them when a plug-in registers after impo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from diffsr.data.degrade import (
     KSpaceConfig,
     RealESRGANConfig,
 )
+from diffsr.data.slice_profile import SliceProfileConfig
 from diffsr.losses import GATES, SCHEDULES, TERMS, TermBase
 from diffsr.losses.adversarial import GANTerm
 from diffsr.losses.edges import EdgeTerm
@@ -51,7 +53,7 @@ from diffsr.processes import PROCESSES, DDPMConfig, DirectConfig, FlowConfig, RD
 BUILTIN_MODELS = (
     PixelConfig, WaveletConfig, VAEConfig, FlowConfig, DDPMConfig, ResShiftConfig, RDDMConfig, DirectConfig,
     UNetConfig, ResNetConfig, BaselineNetConfig, BicubicConfig, BlurNoiseConfig, KSpaceConfig, InfraredConfig,
-    RealESRGANConfig,
+    RealESRGANConfig, SliceProfileConfig,
     TermBase, PixelTerm, CharbonnierTerm, SSIMTerm, LPIPSTerm, FFLTerm, EdgeTerm, LatentTerm, LatentPerceptualTerm,
     GANTerm, FeatureTerm, NoGateConfig, HardGateConfig, LinearGateConfig, BinsGateConfig, ConstantSchedule,
     LinearSchedule, RampSchedule, Stage, StagesSchedule, AdaptiveSchedule,
@@ -101,6 +103,7 @@ __all__ = [
     "ResShiftConfig",
     "SSIMTerm",
     "SampleConfig",
+    "SliceProfileConfig",
     "ScheduleConfig",
     "Stage",
     "StagesSchedule",
@@ -181,6 +184,12 @@ class LossesConfig(Strict):
 # ----------------------------------------------------------------------------- data
 
 
+def _one_axis(degradation: Any) -> bool:
+    """True when a degradation section (a mapping or a config model) names a one-axis degradation."""
+    name = degradation.get("name", "bicubic") if isinstance(degradation, dict) else getattr(degradation, "name", None)
+    return isinstance(name, str) and name in DEGRADATIONS and bool(DEGRADATIONS.caps(name).one_axis)
+
+
 class DataConfig(Strict):
     """Where images come from and how training pairs are made."""
 
@@ -188,7 +197,9 @@ class DataConfig(Strict):
     val: str | None = None  # None: a deterministic split of ``train``
     lr_dir: str | None = None  # paired LR folder (same file names) for real pairs
     unpaired_dir: str | None = None  # LR-only images (paired=False)
-    scale: Literal[2, 3, 4, 8] = 4
+    # the in-plane SR factor; 1 (the model grid is the HR grid) with a one-axis degradation such as
+    # slice_profile, which sets its own factor and axis (and is then the default)
+    scale: Literal[1, 2, 3, 4, 8] = 4
     patch_size: int = Field(64, ge=8)
     batch_size: int = Field(8, ge=1)
     channels: Literal[1, 3] = 1
@@ -205,8 +216,25 @@ class DataConfig(Strict):
     num_workers: int = Field(0, ge=0)  # DataLoader worker processes preparing the next batches
     cache: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_axis_default_scale(cls, data: Any) -> Any:
+        """A one-axis degradation without a ``scale`` means scale 1 (its LR lies on the HR grid)."""
+        if isinstance(data, dict) and "scale" not in data and _one_axis(data.get("degradation")):
+            data = {**data, "scale": 1}
+        return data
+
     @model_validator(mode="after")
     def _patch(self) -> DataConfig:
+        one_axis = _one_axis(self.degradation)
+        if one_axis and self.scale != 1:
+            raise ValueError(
+                f"scale {self.scale} does not apply with the one-axis degradation '{self.degradation.name}' (it "
+                f"upsamples by degradation.factor along degradation.axis only): set data.scale to 1 or leave it out"
+            )
+        if not one_axis and self.scale == 1:
+            raise ValueError("scale 1 (no in-plane upsampling) needs a one-axis degradation such as "
+                             "'slice_profile' (data.degradation.name)")
         if self.patch_size % self.scale:
             raise ValueError(f"patch_size {self.patch_size} is not a multiple of scale {self.scale}")
         # a non-default value of a key the chosen normalization does not read is an error, not ignored
@@ -215,6 +243,10 @@ class DataConfig(Strict):
                              "normalization: window)")
         if tuple(self.percentiles) != (0.5, 99.5) and self.normalization not in ("percentile", "auto"):
             raise ValueError(f"percentiles are set but normalization is '{self.normalization}'")
+        factor = float(getattr(self.degradation, "factor", 0) or 0)
+        if one_axis and factor and self.patch_size < 4 * factor:
+            raise ValueError(f"patch_size {self.patch_size} holds fewer than 4 thick slices of factor {factor:g}: "
+                             f"use patch_size >= {math.ceil(4 * factor)}")
         return self
 
 

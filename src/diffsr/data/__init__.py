@@ -33,6 +33,7 @@ from diffsr.data.degrade import (
 )
 from diffsr.data.io import FORMATS, IMAGE_SUFFIXES, Record, format_of, list_inputs, read, write
 from diffsr.data.normalize import Intensity, default_policy, fit_intensity
+from diffsr.data.slice_profile import SliceProfile, SliceProfileConfig, SliceProfileDegradation
 from diffsr.data.tiling import tiled_apply
 
 __all__ = [
@@ -45,6 +46,9 @@ __all__ = [
     "Intensity",
     "Record",
     "SRDataset",
+    "SliceProfile",
+    "SliceProfileConfig",
+    "SliceProfileDegradation",
     "add_gaussian_noise",
     "add_poisson_noise",
     "bicubic_down",

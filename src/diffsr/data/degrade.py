@@ -339,7 +339,7 @@ def realesrgan_degrade(
 
 # ----------------------------------------------------------------------------- Degradation
 
-DEGRADATIONS: Registry[Degradation] = Registry("degradation")
+DEGRADATIONS: Registry[Degradation] = Registry("degradation", capabilities={"one_axis": False})
 
 
 class Degradation:

@@ -119,7 +119,12 @@ class EDSR(nn.Module):
         self.tail = nn.Sequential(pixel_shuffle_upsampler(scale, n_feats), nn.Conv2d(n_feats, n_colors, 3, padding=1))
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, C, h, w) in [0, 1] -> (B, C, h * scale, w * scale) on the same scale."""
+        """(B, C, h, w) in [0, 1] -> (B, C, h * scale, w * scale) on the same scale.
+
+        scale 1 (one-axis SR: the input is already interpolated onto the output grid, as in
+        SMORE): no upsampler, and the output is the input plus the net's correction.
+        """
+        image = x
         x = x * self.rgb_range
         if self.norm:
             x = self.sub_mean(x)
@@ -127,7 +132,8 @@ class EDSR(nn.Module):
         x = self.tail(self.body(x) + x)
         if self.norm:
             x = self.add_mean(x)
-        return x / self.rgb_range
+        x = x / self.rgb_range
+        return x + image if self.scale == 1 else x
 
 
 def _is_edsr(state_dict: Mapping[str, Any]) -> bool:
@@ -221,9 +227,11 @@ def _check(name: str, channels: int, scale: int, size: str) -> None:
         raise ConfigError(f"{name}: unknown size '{size}' (choose from {', '.join(_PRESETS[name])})")
     if channels < 1:
         raise ConfigError(f"{name}: channels must be >= 1, got {channels}")
-    allowed = (2, 3, 4, 8)
+    # scale 1: one-axis SR on an input interpolated onto the output grid (EDSR only)
+    allowed = (1, 2, 3, 4, 8) if name == "edsr" else (2, 3, 4, 8)
     if scale not in allowed:
-        raise ConfigError(f"{name}: scale must be one of {allowed}, got {scale}")
+        tail = " (one-axis SR, scale 1, supports edsr only)" if scale == 1 else ""
+        raise ConfigError(f"{name}: scale must be one of {allowed}, got {scale}{tail}")
 
 
 @BASELINES.register("edsr")

@@ -321,9 +321,14 @@ def sr_files(
     ``*_hi`` images in the output's format and units, and ``*_std`` holds the calibrated
     half-width ``lam (lo + up) / 2`` instead of the raw standard deviation.
     """
+    from diffsr.data.degrade import DEGRADATIONS
     from diffsr.data.io import list_inputs, read, write
     from diffsr.data.normalize import default_policy, fit_intensity
 
+    degradation = loaded.config.data.degradation.name
+    if DEGRADATIONS.caps(degradation).one_axis:
+        raise DiffsrError(f"{loaded.checkpoint}: a through-plane model (degradation '{degradation}'): it needs the "
+                          f"thick slices interpolated along one axis; use 'diffsr iso VOLUME --model RUN'")
     files: list[Path] = []
     for p in inputs:
         files += list_inputs(Path(p))

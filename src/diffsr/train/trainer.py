@@ -103,6 +103,9 @@ class Trainer:
 
     model_hook: called with the freshly built model before anything else sees it (one-step
     distillation initialises the student from its teacher there).
+    datasets: (train, val) to train on instead of those ``config.data`` describes (e.g. the
+    slices of one scan that ``diffsr iso`` makes in memory); their scale and degradation must
+    be the config's.
     """
 
     def __init__(
@@ -114,8 +117,10 @@ class Trainer:
         progress: bool = True,
         cpu: bool | None = None,
         model_hook: Callable[[SRModel], SRModel] | None = None,
+        datasets: tuple[Any, Any] | None = None,
     ) -> None:
         self.config = config
+        self.datasets = datasets
         self.run_dir = Path(run_dir)
         self.resume = resume
         self.show_progress = progress
@@ -197,7 +202,10 @@ class Trainer:
         model = build_model(cfg)
         if self.model_hook is not None:
             model = self.model_hook(model)
-        self.train_set, self.val_set = build_datasets(cfg.data, seed=cfg.train.seed)
+        if self.datasets is not None:
+            self.train_set, self.val_set = self.datasets
+        else:
+            self.train_set, self.val_set = build_datasets(cfg.data, seed=cfg.train.seed)
         self.stream = BatchStream(self.train_set, cfg.data.batch_size, cfg.train.seed)
         lo = self.rank * self.local_batch
         self.batches = StepBatches(self.stream, lo, lo + self.local_batch)

@@ -10,6 +10,7 @@ else SliceThickness. ``meta`` adds ``files``, ``rescale``, ``signed``, ``orienta
 Writing needs a DICOM source: a folder with one file per slice (or one multi-frame file), each
 header a copy of its source slice with new UIDs, the output size, PixelSpacing / scale, the
 ImagePositionPatient of the finer grid, and values inverse-rescaled to stored units.
+:func:`write_dicom_volume` writes a volume on any voxel grid as a new series (``diffsr iso``).
 """
 
 from __future__ import annotations
@@ -287,3 +288,89 @@ def _save_dicom(ds: Any, target: Path) -> None:
     else:  # pydicom 2.x
         ds.is_little_endian, ds.is_implicit_VR = True, False
         ds.save_as(target, write_like_original=False)
+
+
+def write_dicom_volume(path: Path, values: np.ndarray, like: Record, affine: np.ndarray, *,
+                       description: str = "resampled (diffsr)") -> Path:
+    """Write a volume (N, rows, cols) in file units as a new DICOM series on the grid ``affine``.
+
+    ``affine`` maps (slice, row, column) indices to patient coordinates (mm, DICOM LPS): column
+    0 is the step between slices, columns 1 and 2 the steps down the rows and along the
+    columns. Slice j gets ImagePositionPatient ``affine @ (j, 0, 0, 1)``, PixelSpacing from the
+    in-plane columns, SliceThickness and SpacingBetweenSlices = the slice step, InstanceNumber
+    j + 1, SliceLocation moved with the position, and a copy of the header of the source slice
+    nearest to it (new SOP and series UIDs, ImageType DERIVED, ``description`` appended to the
+    SeriesDescription; values inverse-rescaled to stored units). ``path`` is a folder, written
+    atomically.
+    """
+    from pydicom.uid import generate_uid
+
+    if like.format != "dicom" or not like.headers or len(like.headers) < 2:
+        raise DataError(f"{path}: a DICOM volume output needs a DICOM series input (got {like.format})")
+    if values.ndim != 3:
+        raise ValueError(f"values: expected (N, rows, cols), got {values.shape}")
+    affine = np.asarray(affine, dtype=float)
+    positions = np.asarray([p if p is not None else [np.nan] * 3 for p in like.meta.get("positions") or []])
+    step = np.linalg.norm(affine[:3, 0])
+    source_description = str(like.meta.get("series_description", ""))
+    state = {"series": generate_uid(), "description": f"{source_description} {description}".strip()[:64]}
+    with atomic_folder(path) as tmp:
+        for j in range(values.shape[0]):
+            ipp = affine[:3, :3] @ np.array([j, 0.0, 0.0]) + affine[:3, 3]
+            source = _nearest_slice(like, positions, ipp)
+            _write_volume_slice(tmp / f"slice_{j + 1:04d}.dcm", values[j], source, affine, ipp, step, j, state)
+    return path
+
+
+def _nearest_slice(like: Record, positions: np.ndarray, ipp: np.ndarray) -> Any:
+    """The header of the source slice whose position is nearest to ``ipp`` (the first without positions)."""
+    headers = like.headers or []
+    if positions.shape[0] != len(headers) or not np.isfinite(positions).all():
+        return headers[0]
+    return headers[int(np.argmin(np.linalg.norm(positions - ipp[None, :], axis=1)))]
+
+
+def _write_volume_slice(target: Path, pixels: np.ndarray, source: Any, affine: np.ndarray, ipp: np.ndarray,
+                        step: float, index: int, state: dict[str, Any]) -> None:
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = copy.deepcopy(source)
+    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
+    inter = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    allocated = int(getattr(ds, "BitsAllocated", 16))
+    bits = int(getattr(ds, "BitsStored", allocated))
+    signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    stored_dtype = np.dtype(f"<{'i' if signed else 'u'}{max(allocated // 8, 1)}")
+    stored = np.clip(np.rint((pixels - inter) / slope), lo, hi).astype(stored_dtype)
+    ds.PixelData = np.ascontiguousarray(stored).tobytes()
+    ds["PixelData"].VR = "OW" if allocated > 8 else "OB"
+    ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
+    for tag in ("SmallestImagePixelValue", "LargestImagePixelValue"):
+        if tag in ds:
+            del ds[tag]
+    row_step, col_step = np.linalg.norm(affine[:3, 1]), np.linalg.norm(affine[:3, 2])
+    ds.PixelSpacing = [_ds(row_step), _ds(col_step)]
+    ds.ImageOrientationPatient = [_ds(v) for v in (*(affine[:3, 2] / col_step), *(affine[:3, 1] / row_step))]
+    old_ipp = _float_list(getattr(source, "ImagePositionPatient", None))
+    ds.ImagePositionPatient = [_ds(v) for v in ipp]
+    if "SliceLocation" in ds and old_ipp is not None and len(old_ipp) == 3:
+        normal = np.cross(affine[:3, 2] / col_step, affine[:3, 1] / row_step)
+        ds.SliceLocation = _ds(float(ds.SliceLocation) + float(np.dot(normal, ipp - np.asarray(old_ipp))))
+    ds.SliceThickness = _ds(step)
+    ds.SpacingBetweenSlices = _ds(step)
+    ds.InstanceNumber = index + 1
+    if "ImageType" in ds:
+        image_type = list(ds.ImageType) if ds["ImageType"].VM > 1 else [str(ds.ImageType)]
+        ds.ImageType = ["DERIVED", *image_type[1:]]
+    ds.SeriesDescription = state["description"]
+    ds.SeriesInstanceUID = state["series"]
+    sop_uid = generate_uid()
+    ds.SOPInstanceUID = sop_uid
+    if not hasattr(ds, "file_meta") or ds.file_meta is None:
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    with atomic_path(target) as tmp:
+        _save_dicom(ds, tmp)

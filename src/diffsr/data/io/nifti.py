@@ -5,7 +5,8 @@ the 2-D images, H and W being the two other axes in file order (no reorientation
 says what the axes are). ``meta`` adds ``affine``, ``zooms``, ``slice_axis``, ``volume_index``,
 ``n_volumes``, ``shape``, ``slope``, ``inter``, ``axcodes``. Writing keeps the source header
 (dtype, scaling, sform/qform codes) and scales the affine in-plane; from a non-NIfTI source the
-affine is diagonal from ``spacing``. nibabel is imported inside the functions.
+affine is diagonal from ``spacing``. :func:`write_nifti_volume` writes a whole volume on a given
+voxel grid (``diffsr iso``). nibabel is imported inside the functions.
 """
 
 from __future__ import annotations
@@ -142,6 +143,44 @@ def _write_nifti(path: Path, values: np.ndarray, like: Record, scale: int) -> Pa
     img.set_data_dtype(dtype)
     img.set_sform(affine, code=sform_code)
     img.set_qform(affine, code=qform_code)
+    if slope != 1.0 or inter != 0.0:
+        img.header.set_slope_inter(slope, inter)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return path
+
+
+def write_nifti_volume(path: Path, values: np.ndarray, like: Record, affine: np.ndarray) -> Path:
+    """Write a 3-D volume (A0, A1, A2) in file units on the voxel grid ``affine`` (voxel -> mm).
+
+    A NIfTI ``like`` lends its header (dtype, ``scl_slope``/``scl_inter``, sform/qform codes);
+    zooms follow the affine. From a DICOM ``like`` the affine is DICOM's patient frame (LPS)
+    and is turned into NIfTI's RAS (x and y negated); the data are float32 then. Written
+    atomically.
+    """
+    import nibabel as nib
+
+    if values.ndim != 3:
+        raise ValueError(f"values: expected (A0, A1, A2), got {values.shape}")
+    affine = np.asarray(affine, dtype=float)
+    dtype = np.dtype(like.meta.get("dtype", "float32"))
+    if like.format == "nifti":
+        header = like.headers[0].copy() if like.headers else nib.load(like.meta["path"]).header.copy()
+        sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
+        slope, inter = float(like.meta.get("slope", 1.0)), float(like.meta.get("inter", 0.0))
+    else:
+        header, sform_code, qform_code, slope, inter = None, 1, 1, 1.0, 0.0
+        affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # DICOM LPS -> NIfTI RAS
+        dtype = np.dtype(np.float32)
+    if dtype.kind in "ui":
+        stored = _cast((values - inter) / slope, dtype)
+    else:
+        stored, slope, inter = values.astype(dtype), 1.0, 0.0
+    img = nib.Nifti1Image(stored, affine, header)
+    img.set_data_dtype(dtype)
+    img.set_sform(affine, code=sform_code)
+    img.set_qform(affine, code=qform_code)
+    img.header.set_zooms(tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0)))
     if slope != 1.0 or inter != 0.0:
         img.header.set_slope_inter(slope, inter)
     with atomic_path(path) as tmp:
