@@ -264,8 +264,9 @@ def _exact_net(loaded: LoadedModel, tile: int, *, batch: int) -> Callable[..., T
         raise ExactTilingError(f"sample.tile_mode: exact tiling runs the codec on the whole image, which the "
                                f"'{cfg.codec.name}' codec cannot do in bounded memory; use sample.tile_mode=blend")
     d = model.codec.downsample
-    net = TiledUNet(model.net, tile=max(1, tile // d), unit=d)
-    net.prepare(batch)
+    net = TiledUNet(model.net, tile=max(1, tile // d), unit=d, cache=cfg.sample.tile_cache * 2**20)
+    latent = model.codec.latent_channels(model.channels)
+    net.prepare(batch, getattr(model.net, "in_channels", latent), getattr(model.net, "cond_channels", latent))
     return net
 
 
