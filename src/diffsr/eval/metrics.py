@@ -259,10 +259,21 @@ def _symmetric_pad(x: Tensor, p: int) -> Tensor:
 def log_filter(x: Tensor, size: int = 15, sigma: float = 1.5) -> Tensor:
     """``imfilter(x, fspecial('log', size, sigma), 'symmetric')`` per channel, float64 (B, C, H, W)."""
     check_image(x, "x")
-    k = log_kernel(size, sigma).to(x.device)
+    k = log_kernel(size, sigma).to(x.device)[None, None]
     b, c, h, w = x.shape
     flat = _symmetric_pad(x.double().reshape(b * c, 1, h, w), size // 2)
-    return torch.nn.functional.conv2d(flat, k[None, None]).reshape(b, c, h, w)
+    if x.device.type != "cpu" or w % 8:
+        return torch.nn.functional.conv2d(flat, k).reshape(b, c, h, w)
+    # on CPU a float64 convolution is an im2col (size^2 x H x W: 590 MB for 640 x 512) and a
+    # matrix-vector product; over bands of rows the im2col stays in cache, 5-8x faster. Each
+    # output is the same sum in the same order, bitwise the whole-image result, when the row
+    # length is a multiple of 8 (tests/eval/test_mri_metrics.py; with a ragged row the product's
+    # vector tail falls elsewhere and the last bit may differ, so other widths run whole)
+    rows = max(1, (8 << 20) // (size * size * (w + size) * 8))
+    out = flat.new_empty(b * c, 1, h, w)
+    for r in range(0, h, rows):
+        out[..., r : r + rows, :] = torch.nn.functional.conv2d(flat[..., r : min(r + rows, h) + size - 1, :], k)
+    return out.reshape(b, c, h, w)
 
 
 def hfen(sr: Tensor, hr: Tensor, *, size: int = 15, sigma: float = 1.5) -> Tensor:
