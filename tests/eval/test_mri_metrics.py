@@ -74,3 +74,18 @@ def test_log_filter_over_row_bands_is_bitwise_the_whole_image_convolution(shape:
     planes = _symmetric_pad(x.reshape(b * c, 1, h, w), 7)
     whole = torch.nn.functional.conv2d(planes, log_kernel(15, 1.5)[None, None]).reshape(shape)
     assert torch.equal(log_filter(x), whole)
+
+
+def test_suite_hfen_reuses_the_hr_log_per_image_and_never_mixes_images() -> None:
+    from diffsr.eval.metrics import prepare
+
+    gen = torch.Generator().manual_seed(0)
+    suite = MetricSuite(Conventions(crop_border=2), lpips=False)
+    hr_a, hr_b = torch.rand(1, 1, 40, 48, generator=gen), torch.rand(1, 1, 40, 48, generator=gen)
+    sr1, sr2 = torch.rand(1, 1, 40, 48, generator=gen), torch.rand(1, 1, 40, 48, generator=gen)
+    calls = [(sr1, hr_a), (sr2, hr_a), (sr1, hr_b)]
+    got = [suite(sr, hr)["hfen"][0] for sr, hr in calls]
+    expected = [float(hfen(*prepare(sr, hr, suite.conv))[0]) for sr, hr in calls]  # each from scratch
+    assert got == expected
+    hr_a.add_(0.1)  # modified in place: the cached LoG is stale
+    assert suite(sr1, hr_a)["hfen"][0] == float(hfen(*prepare(sr1, hr_a, suite.conv))[0])
