@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its OpenMP pool
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (the resume check), before CUDA
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
@@ -155,7 +156,6 @@ def check_resume(data: Path, work: Path, device: torch.device, sizes: dict[str, 
     tol = 0.0 if device.type == "cpu" else 1e-6
     cfg = _train_cfg(data, sizes["check_steps"], sizes["check_patch"], ["train.mixed_precision='no'"])
     det = torch.are_deterministic_algorithms_enabled()
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         with _strict_fp32():
