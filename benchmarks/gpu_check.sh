@@ -54,13 +54,13 @@ log() { echo "[gpu_check.sh +$(( $(date +%s) - START ))s] $*"; }
 if [ "$DRY" = 1 ]; then
   DEVICE=cpu; DRYFLAG=--dry-run; TRAIN_SECONDS=5
   PYTEST_TARGET="tests/eval/test_bench.py"  # collecting the whole suite alone would take the dry run's budget
-  T_PYTEST=120; T_CHECKS=150; T_SPEED=150; T_EVAL=150
+  T_PYTEST=120; T_CHECKS=150; T_SPEED=150; T_EVAL=150; T_TRAIN_START=240  # slack for a loaded CI machine
   TRAIN_SET=(--set data.patch_size=32 --set data.batch_size=2 --set train.threads=1 --set train.audit=false)
   EVAL_SET=(--limit 2 --crop 64)
 else
   DEVICE=cuda; DRYFLAG=""
   PYTEST_TARGET="tests"
-  T_PYTEST=60; T_CHECKS=75; T_SPEED=100; T_EVAL=45
+  T_PYTEST=60; T_CHECKS=75; T_SPEED=100; T_EVAL=45; T_TRAIN_START=45  # start-up + final checkpoint
   TRAIN_SET=(--set train.mixed_precision=bf16 --set data.num_workers=4)
   EVAL_SET=()
 fi
@@ -127,7 +127,7 @@ if [ -n "$DATA" ]; then
   log "training demo and edsr for ${TRAIN_SECONDS}s each (concurrently)"
   PIDS=()
   for PRESET in demo edsr; do
-    timeout $(( TRAIN_SECONDS + 40 )) "$PY" -m diffsr train "$PRESET" --out "$RESULTS/runs/$PRESET" --no-progress \
+    timeout $(( TRAIN_SECONDS + T_TRAIN_START )) "$PY" -m diffsr train "$PRESET" --out "$RESULTS/runs/$PRESET" --no-progress \
       $([ "$DRY" = 1 ] && echo --cpu) --set "data.train=$DATA/train" --set "train.time_limit=$TRAIN_SECONDS" \
       --set train.steps=100000000 --set train.ckpt_every=100000000 --set train.val_every=null \
       "${TRAIN_SET[@]}" > "$RESULTS/train_$PRESET.log" 2>&1 &
