@@ -63,3 +63,29 @@ def test_the_metric_suite_reports_them_with_their_conventions() -> None:
     inner_sr, inner_hr = sr[..., 2:-2, 2:-2].double(), hr[..., 2:-2, 2:-2].double()
     assert values["nmse"][0] == pytest.approx(float(nmse(inner_sr, inner_hr)[0]))
     assert "hfen" in conv.to_dict() and "fspecial('log', 15, 1.5)" in conv.to_dict()["hfen"]
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 150, 96), (1, 3, 131, 200), (2, 1, 99, 97), (1, 3, 131, 97)])
+def test_log_filter_over_row_bands_is_bitwise_the_whole_image_convolution(shape: tuple[int, ...]) -> None:
+    from diffsr.eval.metrics import _symmetric_pad, log_filter, log_kernel
+
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    b, c, h, w = shape
+    planes = _symmetric_pad(x.reshape(b * c, 1, h, w), 7)
+    whole = torch.nn.functional.conv2d(planes, log_kernel(15, 1.5)[None, None]).reshape(shape)
+    assert torch.equal(log_filter(x), whole)
+
+
+def test_suite_hfen_reuses_the_hr_log_per_image_and_never_mixes_images() -> None:
+    from diffsr.eval.metrics import prepare
+
+    gen = torch.Generator().manual_seed(0)
+    suite = MetricSuite(Conventions(crop_border=2), lpips=False)
+    hr_a, hr_b = torch.rand(1, 1, 40, 48, generator=gen), torch.rand(1, 1, 40, 48, generator=gen)
+    sr1, sr2 = torch.rand(1, 1, 40, 48, generator=gen), torch.rand(1, 1, 40, 48, generator=gen)
+    calls = [(sr1, hr_a), (sr2, hr_a), (sr1, hr_b)]
+    got = [suite(sr, hr)["hfen"][0] for sr, hr in calls]
+    expected = [float(hfen(*prepare(sr, hr, suite.conv))[0]) for sr, hr in calls]  # each from scratch
+    assert got == expected
+    hr_a.add_(0.1)  # modified in place: the cached LoG is stale
+    assert suite(sr1, hr_a)["hfen"][0] == float(hfen(*prepare(sr1, hr_a, suite.conv))[0])

@@ -246,3 +246,16 @@ def test_float32_under_bf16_autocast() -> None:
     assert got.dtype == torch.float32 and got_bf16_inputs.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
     torch.testing.assert_close(got_bf16_inputs, expected, rtol=0, atol=0)
+
+
+def test_float64_blur_over_row_bands_is_bitwise_the_whole_plane_filter() -> None:
+    import torch.nn.functional as F
+
+    from diffsr.losses.ssim import _blur_valid
+
+    gen = torch.Generator().manual_seed(0)
+    planes = torch.rand(3, 150, 90, generator=gen, dtype=torch.float64)
+    g = torch.rand(11, generator=gen, dtype=torch.float64)
+    rows = F.conv2d(planes[None], g.view(1, 1, 1, 11).expand(3, 1, 1, 11), groups=3)
+    whole = F.conv2d(rows, g.view(1, 1, 11, 1).expand(3, 1, 11, 1), groups=3)[0]
+    assert torch.equal(_blur_valid(planes, g), whole)

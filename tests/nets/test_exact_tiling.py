@@ -16,7 +16,7 @@ from diffsr.config import load_config
 from diffsr.core.errors import ConfigError
 from diffsr.model import build_model
 from diffsr.nets.baselines import build_baseline
-from diffsr.nets.exact_tiling import ExactTiler, TiledUNet, receptive_radius
+from diffsr.nets.exact_tiling import ExactTiler, TiledUNet
 from diffsr.nets.unet import UNet
 from diffsr.sampling.infer import LoadedModel, super_resolve
 
@@ -32,18 +32,6 @@ def _wake(net: nn.Module) -> nn.Module:
     return net.eval()
 
 
-def test_receptive_radius_of_a_conv_stack_is_the_sum_of_half_kernels() -> None:
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
-                        nn.Conv2d(4, 1, 5, padding=2))
-    assert receptive_radius(lambda n, x: n(x), [(1, 1)], multiple=1, net=net) == 1 + 1 + 2
-    # a stride-2 layer doubles the reach of what follows it: 1 + 2 * (1 + 1) on the input grid,
-    # measured for a 2x2 block of outputs (the phase), so +1
-    strided = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, stride=2), nn.Conv2d(4, 4, 3, padding=1),
-                            nn.Upsample(scale_factor=2.0), nn.Conv2d(4, 1, 3, padding=1))
-    radius = receptive_radius(lambda n, x: n(x), [(1, 1)], multiple=2, net=strided)
-    assert 4 <= radius <= 6
-
-
 @pytest.mark.parametrize("attention", [(), (1,)])
 def test_unet_tiles_equal_the_whole_image(attention: tuple[int, ...]) -> None:
     net = _wake(UNet(2, 2, 2, width=16, channel_mult=(1, 2), attention_levels=attention))
@@ -52,7 +40,7 @@ def test_unet_tiles_equal_the_whole_image(attention: tuple[int, ...]) -> None:
     t = torch.tensor([250.0, 800.0])
     with torch.no_grad():
         whole = net(x, t, cond)
-        tiled_net = TiledUNet(net, tile=64)
+        tiled_net = TiledUNet(net, tile=64, cache=2**30)  # uncached: tests/nets/test_tile_cache.py
         tiled = tiled_net(x, t, cond)
     halo = tiled_net.tiler.halo
     assert halo is not None and halo > 0
@@ -106,6 +94,25 @@ def test_super_resolve_exact_equals_untiled(overrides: list[str]) -> None:
     assert blend_err > TOL  # the set-up does see tiling errors: blend mode is not exact
 
 
+def test_the_norm_free_resnet_denoiser_tiles_exactly_in_one_pass() -> None:
+    loaded = _loaded("demo", ["net.name=resnet", "net.width=8", "net.blocks=3"])
+    lr = _lr(40, 36)  # latent 40 x 36; halo 3 + 2 x 3 = 9, tile 36 -> cores of 18: 3 x 2 tiles
+    whole = super_resolve(loaded, lr, tile=0, seed=5)
+    net = TiledUNet(loaded.model.net, tile=36)
+    net.prepare(1)
+    calls = [0]
+    loaded.model.net.head.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    with torch.no_grad():
+        z, c = torch.randn(1, 16, 40, 36), torch.randn(1, 16, 40, 36)
+        t = torch.tensor([3.0])
+        assert float((net(z, t, c) - loaded.model.net(z, t, c)).abs().max()) < TOL
+    assert net.tiler.halo == 9 and net.tiler.order == []  # no whole-image layer: one pass
+    assert len(net.tiler.plan(40, 36)) == 6
+    assert calls[0] == 6 + 1 + 1  # the tiles, naming the (no) whole-image layers, the reference
+    exact = super_resolve(loaded, lr, tile=144, seed=5)  # HR pixels: latent tile 36
+    assert float((exact - whole).abs().max()) < TOL
+
+
 def test_exact_tiling_refuses_what_it_cannot_do(caplog: pytest.LogCaptureFixture) -> None:
     loaded = _loaded("demo", ["net.width=16", "net.channel_mult=[1,2]", "sample.tile_mode=exact"])
     lr = _lr(44, 52)
@@ -123,3 +130,13 @@ def test_exact_tiling_refuses_what_it_cannot_do(caplog: pytest.LogCaptureFixture
     swinir = build_baseline("swinir", channels=1, scale=2, size="tiny")
     with pytest.raises(ConfigError, match="tile_mode=blend"):
         ExactTiler(swinir, lambda n, x: n(x), tile=64, scale=2)
+
+
+@pytest.mark.parametrize("preset", ["edsr", "rcan"])
+def test_super_resolve_baselines_tile_exactly(preset: str) -> None:
+    # the net inside the [-1, 1] wrapper is tiled (the wrapper's offset would look global to the probe)
+    loaded = _loaded(preset, ["net.size=tiny", "sample.tile_mode=exact"])
+    lr = _lr(50, 43)  # LR tile 48 (192 HR px) with halos of 20 (EDSR) / 14 (RCAN): several tiles
+    whole = super_resolve(loaded, lr, tile=0)
+    exact = super_resolve(loaded, lr, tile=192)
+    assert float((exact - whole).abs().max()) < TOL

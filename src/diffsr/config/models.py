@@ -301,6 +301,9 @@ class SampleConfig(Strict):
     # blend: independent overlapping tiles, raised-cosine blended (fast, differs by ~1e-2 at most);
     # auto: exact where the model and tile allow it, else blend with a warning saying why
     tile_mode: Literal["auto", "exact", "blend"] = "auto"
+    # exact mode: MB of tile activations kept between its passes over the tiles (one forward per
+    # tile instead of one per GroupNorm layer); 0 recomputes. Changes the time, never the result
+    tile_cache: int = Field(1024, ge=0)
     overlap: int = Field(32, ge=0)  # blend mode only
     consistency: Literal["none", "backprojection", "kspace"] = "none"
     consistency_iters: int = Field(3, ge=1)

@@ -185,10 +185,25 @@ def choose_crop(srs: Mapping[str, Tensor], hr: Tensor, size: int) -> tuple[int, 
     spread = (stack[0] - _gray(hr)).abs() if stack.shape[0] == 1 else stack.amax(0) - stack.amin(0)
     h, w = spread.shape
     size = min(size, h, w)
-    pooled = F.avg_pool2d(spread[None, None], size, stride=1)[0, 0]
-    flat = int(torch.argmax(pooled))
-    y, x = divmod(flat, pooled.shape[1])
-    return y, x, float(pooled[y, x])
+    # every window's mean from an integral image (O(HW), not O(HW size^2) as a stride-1 average
+    # pool: 7 s per 640 x 512 image); the pool itself then decides among the windows within
+    # rounding of the best, so the choice and the score are exactly the pool's
+    integral = F.pad(spread.cumsum(0).cumsum(1), (1, 0, 1, 0))
+    means = (integral[size:, size:] - integral[:-size, size:] - integral[size:, :-size]
+             + integral[:-size, :-size]) / (size * size)
+    tol = 1e-9 * float(spread.abs().max()) + 1e-300
+    candidates = (means >= means.max() - tol).nonzero().tolist()
+    if len(candidates) > 64:  # a flat spread: many near-ties, pool everything (rare)
+        pooled = F.avg_pool2d(spread[None, None], size, stride=1)[0, 0]
+        y, x = divmod(int(torch.argmax(pooled)), pooled.shape[1])
+        return y, x, float(pooled[y, x])
+    best: tuple[int, int, float] | None = None
+    for y, x in candidates:  # row-major, as argmax's first maximum
+        value = float(F.avg_pool2d(spread[None, None, y : y + size, x : x + size], size)[0, 0, 0, 0])
+        if best is None or value > best[2]:
+            best = (y, x, value)
+    assert best is not None
+    return best
 
 
 def crop_size_for(h: int, w: int) -> int:

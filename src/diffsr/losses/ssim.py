@@ -83,6 +83,15 @@ def fit_window(window: int, h: int, w: int) -> int:
 def _blur_valid(s: Tensor, g: Tensor) -> Tensor:
     """Separable 'valid' filter of planes (K, H, W) -> (K, H - w + 1, W - w + 1), one depthwise conv pair."""
     k, size = s.shape[0], g.numel()
+    h = s.shape[1] - size + 1
+    if s.dtype == torch.float64 and s.device.type == "cpu" and not s.requires_grad and h > 64:
+        # float64 on CPU (the evaluation metric) runs as im2col + matrix products: over bands of
+        # 32 output rows the intermediates stay in cache, about 2x faster; each output is the
+        # same sum in the same order, so bitwise the whole-plane result
+        out = s.new_empty(k, h, s.shape[2] - size + 1)
+        for r in range(0, h, 32):
+            out[:, r : r + 32] = _blur_valid(s[:, r : min(r + 32, h) + size - 1], g)
+        return out
     out = F.conv2d(s[None], g.view(1, 1, 1, size).expand(k, 1, 1, size), groups=k)
     return F.conv2d(out, g.view(1, 1, size, 1).expand(k, 1, size, 1), groups=k)[0]
 

@@ -58,6 +58,8 @@ class ResNetDenoiser(nn.Module):
             raise ConfigError(f"net.size: unknown resnet size '{size}' (choose from {', '.join(RESNET_PRESETS)})")
         width = int(width or RESNET_PRESETS[size]["width"])
         blocks = int(blocks or RESNET_PRESETS[size]["blocks"])
+        self.in_channels, self.cond_channels, self.out_channels = in_channels, cond_channels, out_channels
+        self.multiple = 1  # no down-sampling: any size, and exact tiles may start anywhere
         self.width, emb = width, 4 * width
         self.time_embed = nn.Sequential(nn.Linear(width, emb), nn.SiLU(), nn.Linear(emb, emb))
         self.head = nn.Conv2d(in_channels + cond_channels, width, 3, padding=1)

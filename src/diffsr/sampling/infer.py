@@ -264,15 +264,19 @@ def _exact_net(loaded: LoadedModel, tile: int, *, batch: int) -> Callable[..., T
                                "the whole image); use sample.tile_mode=blend")
     if model.is_baseline:  # on the LR grid
         s = loaded.scale
-        tiler = ExactTiler(model.net, lambda n, x: n(x), tile=max(1, tile // s), scale=s, unit=s)
+        # the feed-forward net itself, not its [-1, 1] wrapper: the wrapper's constant offset is
+        # nonzero everywhere, which the receptive-field probe would read as a global reach
+        tiler = ExactTiler(model.net.net, lambda n, x: n(x), tile=max(1, tile // s), scale=s, unit=s,
+                           cache=cfg.sample.tile_cache * 2**20)  # RCAN: one pass per channel attention
         tiler.prepare([(batch, model.channels)])
-        return tiler
+        return lambda x: tiler(x) * 2 - 1  # BaselineDenoiser.forward on the stitched output
     if not CODECS.caps(cfg.codec.name).exact_tiling:
         raise ExactTilingError(f"sample.tile_mode: exact tiling runs the codec on the whole image, which the "
                                f"'{cfg.codec.name}' codec cannot do in bounded memory; use sample.tile_mode=blend")
     d = model.codec.downsample
-    net = TiledUNet(model.net, tile=max(1, tile // d), unit=d)
-    net.prepare(batch)
+    net = TiledUNet(model.net, tile=max(1, tile // d), unit=d, cache=cfg.sample.tile_cache * 2**20)
+    latent = model.codec.latent_channels(model.channels)
+    net.prepare(batch, getattr(model.net, "in_channels", latent), getattr(model.net, "cond_channels", latent))
     return net
 
 
