@@ -51,6 +51,11 @@ def run_calibrate(
         raise DiffsrError(f"--samples: intervals need at least 2 samples per image, got {samples}")
     if interval not in ("std", "quantile"):
         raise DiffsrError(f"--interval: '{interval}' is not one of std, quantile")
+    if channels not in (1, 3):
+        raise DiffsrError(f"--channels: {channels} is not 1 (grey / Y) or 3 (RGB)")
+    for value, option in ((steps, "--steps"), (limit, "--limit")):
+        if value is not None and value < 1:
+            raise DiffsrError(f"{option}: must be >= 1, got {value}")
     if not Path(ckpt).exists():
         raise DiffsrError(f"{ckpt}: no such run or checkpoint folder")
     if not Path(data).exists():
