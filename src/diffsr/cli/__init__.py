@@ -189,8 +189,8 @@ def sr(
         written = sr_files(loaded, inputs, out, steps=steps, tile=tile, overlap=overlap, samples=samples,
                            progress=report, calibration=calibration, normalization=norm[0], percentiles=norm[1],
                            window=norm[2], volume_index=volume_index, on_error=_report_input_error(failed, fail_fast))
-    for p in written:
-        console.print(str(p))
+    for p in written:  # verbatim: a file name with [brackets] is not markup, a long path is not wrapped
+        console.print(str(p), markup=False, highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(2)
 
