@@ -59,6 +59,9 @@ def run_eval(
     if bicubic not in ("torch", "matlab"):
         raise DiffsrError(f"--bicubic: '{bicubic}' is not one of torch, matlab")
     eval_cfg = eval_config(eval_set, crop_border=crop_border, lpips_weights=lpips_weights)
+    from diffsr.core.atomic import remove_stale_temporaries
+
+    remove_stale_temporaries(out)  # left by an earlier eval killed mid-write
     items = _items(data, scale, channels, limit=limit, degradation=degradation, bicubic=bicubic, lr_dir=lr_dir,
                    seed=seed, crop=crop, normalization=normalization, volume_index=volume_index)
     _check_crop_border(items, eval_cfg.crop_border if eval_cfg.crop_border is not None else scale)
