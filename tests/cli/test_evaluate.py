@@ -57,8 +57,11 @@ def test_bench_baseline_preset_runs(tmp_path: Path) -> None:
     assert out.exists()
 
 
-@pytest.mark.parametrize("extra", [["--size", "0"], ["--repeat", "0"]])
-def test_bench_bad_size_or_repeat_is_one_line(extra: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("extra", [["--size", "0"], ["--repeat", "0"], ["--out", "{tmp}"],
+                                   ["--out", "/dev/null/bench.json"]])
+def test_bench_bad_size_or_repeat_is_one_line(extra: list[str], capsys: pytest.CaptureFixture[str],
+                                              tmp_path: Path) -> None:
+    extra = [e.replace("{tmp}", str(tmp_path)) for e in extra]  # --out a folder: it wants a file
     assert _run(["bench", "--config", "edsr", *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1

@@ -60,6 +60,9 @@ def run_calibrate(
         raise DiffsrError(f"{ckpt}: no such run or checkpoint folder")
     if not Path(data).exists():
         raise DiffsrError(f"{data}: no such file or folder")
+    from diffsr.core.atomic import check_output_folder
+
+    check_output_folder(calibration_folder(Path(ckpt)), "--ckpt")  # calibration.json goes there
     loaded = load_model(ckpt, device="cpu")
     if loaded.model.is_baseline:
         raise DiffsrError(f"{ckpt}: a feed-forward baseline draws no samples; calibrate a diffusion run")

@@ -303,6 +303,12 @@ def run_bench(
         raise DiffsrError(f"--repeat: must be >= 1, got {repeat}")
     if steps and min(steps) < 1:
         raise DiffsrError(f"--steps: must be >= 1, got {min(steps)}")
+    if out is not None:  # a JSON file: checked before any model is timed
+        from diffsr.core.atomic import check_output_folder
+
+        if out.is_dir():
+            raise DiffsrError(f"--out {out}: is a folder; give a file name for the JSON")
+        check_output_folder(out.parent)
     rows = []
     for source in configs:
         cfg = load_config(source)

@@ -106,3 +106,12 @@ def test_int32_tiff_round_trips_exactly(tmp_path: Path) -> None:
     back = tifffile.imread(write(tmp_path / "o.tif", unit, like=record, intensity=intensity))
     assert back.dtype == np.int32
     np.testing.assert_array_equal(back, values)
+
+
+def test_other_colour_spaces_are_refused(tmp_path: Path) -> None:
+    from diffsr.core.errors import DataError
+
+    lab = np.random.default_rng(6).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "lab.tif", lab, photometric="cielab")
+    with pytest.raises(DataError, match="photometric 'cielab'"):
+        read(tmp_path / "lab.tif")

@@ -44,6 +44,9 @@ def _tiff_header(path: Path) -> tuple[tuple[int, ...], str, str, Any]:
         shape, axes = tuple(int(n) for n in series.shape), str(series.axes)
         page = tif.pages[0]
         photometric = getattr(page.photometric, "name", str(page.photometric))
+        compression = getattr(page.compression, "name", str(page.compression))
+        if photometric == "YCBCR" and "JPEG" in compression:  # the JPEG codec gives RGB
+            photometric = "RGB"
         colormap = page.colormap if photometric == "PALETTE" else None
     image = tuple(n for n, a in zip(shape, axes, strict=False) if a in "YXS")
     _check_size(path, shape, image or shape)
