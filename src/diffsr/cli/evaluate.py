@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from diffsr.config import EvalConfig, load_config
+from diffsr.core.atomic import remove_stale_temporaries
 from diffsr.core.errors import DiffsrError
 
 
@@ -59,8 +60,6 @@ def run_eval(
     if bicubic not in ("torch", "matlab"):
         raise DiffsrError(f"--bicubic: '{bicubic}' is not one of torch, matlab")
     eval_cfg = eval_config(eval_set, crop_border=crop_border, lpips_weights=lpips_weights)
-    from diffsr.core.atomic import remove_stale_temporaries
-
     remove_stale_temporaries(out)  # left by an earlier eval killed mid-write
     items = _items(data, scale, channels, limit=limit, degradation=degradation, bicubic=bicubic, lr_dir=lr_dir,
                    seed=seed, crop=crop, normalization=normalization, volume_index=volume_index)
