@@ -205,11 +205,12 @@ def sr_memory(loaded: Any, shape: tuple[int, ...], *, samples: int, tile: int | 
     """A lower estimate of the bytes ``diffsr sr`` needs for a record of ``shape`` (N, C, h, w).
 
     Counted: the [0, 1] input; the whole SR output (float32) and its copy in the file's dtype
-    (``itemsize`` bytes); per slice the sampler's state (about 6 image-sized float32 tensors:
-    condition, latent, noise, estimate, update, decoded), the N sample draws, and the net's
-    activations: 4 tensors of ``net.width`` channels on the latent grid of the whole image, or of
-    one tile with ``--tile``. The real peak is higher (the net holds skip connections): a refusal
-    is certain, a pass is not a promise.
+    (``itemsize`` bytes); with ``samples`` > 1 the N draws and the std / interval maps; per slice
+    the sampler's state (two image-sized float32 tensors: the current latent and its update) and
+    the net's activations: 3 tensors of ``net.width`` channels on the latent grid of the whole
+    image, or of one tile with ``--tile``. The real peak is higher (the net holds skip
+    connections; measured on the demo model at x4: about 16 bytes per output value with
+    ``--tile 512``, this counts 13), so a refusal is certain and a pass is not a promise.
     """
     n, c, h, w = (int(v) for v in shape)
     s = loaded.scale
@@ -218,8 +219,9 @@ def sr_memory(loaded: Any, shape: tuple[int, ...], *, samples: int, tile: int | 
     d = getattr(getattr(loaded.model, "codec", None), "downsample", 1) or 1
     width = int(getattr(loaded.config.net, "width", 64) or 64)
     side_h, side_w = (min(tile, big_h), min(tile, big_w)) if tile else (big_h, big_w)
-    activations = 4 * width * (side_h // d + 1) * (side_w // d + 1)
-    per_slice = 4 * (6 * hr + samples * hr + activations)
+    activations = 3 * width * (side_h // d + 1) * (side_w // d + 1)
+    draws = samples * hr if samples > 1 else 0
+    per_slice = 4 * (2 * hr + draws + activations)
     extras = 3 if samples > 1 else 0
     return 4 * n * c * h * w + n * hr * (4 * (1 + extras) + itemsize) + per_slice
 
