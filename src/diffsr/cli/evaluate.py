@@ -64,8 +64,8 @@ def run_eval(
     items = _items(data, scale, channels, limit=limit, degradation=degradation, bicubic=bicubic, lr_dir=lr_dir,
                    seed=seed, crop=crop, normalization=normalization, volume_index=volume_index)
     _check_crop_border(items, eval_cfg.crop_border if eval_cfg.crop_border is not None else scale)
-    steps = steps or []
-    resolved, sweep = _resolve_methods(methods, scale, steps, bicubic=bicubic)
+    resolved, sweep = _resolve_methods(methods, scale, steps or [], bicubic=bicubic)
+    _warn_normalization(items, resolved)
     details = _detail_sweeps(methods, resolved, scale, detail_sweep or [])
     conv = dataclasses.replace(Conventions.from_config(eval_cfg, scale), bicubic=bicubic)
     if channels == 1 and any(is_rgb(item.record) for item in items):
@@ -196,6 +196,40 @@ def _items(data: Path, scale: int, channels: int, *, limit: int | None, degradat
                             crop=crop, normalization=None if policy == "auto" else policy,
                             percentiles=percentiles or (0.5, 99.5), window=window, volume_index=volume_index)
     return items[:limit] if limit is not None else items
+
+
+def _warn_normalization(items: list[Any], resolved: dict[str, Any]) -> None:
+    """Warn (once per run) when a run was trained with a normalization other than the one the
+    test images are mapped with: its inputs are not in the units it learned."""
+    import logging
+
+    from diffsr.data.normalize import fit_intensity
+
+    for name, fn in resolved.items():
+        loaded = getattr(fn, "loaded", None)
+        if loaded is None or not items:
+            continue
+        cfg = loaded.config.data
+        differ, seen = [], set()
+        for item in items:  # one check per file (the slices of a volume share its record)
+            if item.intensity is None or item.record is None or id(item.record) in seen:
+                continue
+            seen.add(id(item.record))
+            try:
+                trained = fit_intensity(item.record, cfg.normalization, tuple(cfg.percentiles),
+                                        tuple(cfg.window) if cfg.window else None).policy
+            except DiffsrError:  # a window the file cannot give: a mismatch as well
+                trained = cfg.normalization
+            if trained != item.intensity.policy:
+                differ.append((item, trained))
+        if differ:
+            item, trained = differ[0]
+            logging.getLogger(__name__).warning(
+                "%s: trained with data.normalization %s (%s for %s), the test images are mapped with %s "
+                "(%d of %d files differ); pass --normalization %s to evaluate it in the units it learned",
+                name, cfg.normalization, trained, Path(item.record.meta.get("path", item.name)).name,
+                item.intensity.policy, len(differ), len(seen),
+                cfg.normalization)
 
 
 def _check_crop_border(items: list[Any], border: int) -> None:
