@@ -206,11 +206,13 @@ def sr_memory(loaded: Any, shape: tuple[int, ...], *, samples: int, tile: int | 
 
     Counted: the [0, 1] input; the whole SR output (float32) and its copy in the file's dtype
     (``itemsize`` bytes); with ``samples`` > 1 the N draws and the std / interval maps; per slice
-    the sampler's state (two image-sized float32 tensors: the current latent and its update) and
-    the net's activations: 3 tensors of ``net.width`` channels on the latent grid of the whole
-    image, or of one tile with ``--tile``. The real peak is higher (the net holds skip
-    connections; measured on the demo model at x4: about 16 bytes per output value with
-    ``--tile 512``, this counts 13), so a refusal is certain and a pass is not a promise.
+    the sampler's image-sized float32 state (untiled: the current latent and its update; with
+    ``--tile`` one: exact tiles keep the whole latent, blended tiles a whole-image accumulator)
+    and the net's activations: 3 tensors of ``net.width`` channels on the latent grid of the
+    whole image, or of one tile. The real peak is higher (the net holds skip connections;
+    measured on the demo model at x4, uint8: about 16 bytes per output value with exact tiles of
+    512, 11.4 with blended ones, where this counts 13 untiled and 9 tiled), so a refusal is
+    certain and a pass is not a promise.
     """
     n, c, h, w = (int(v) for v in shape)
     s = loaded.scale
@@ -221,7 +223,7 @@ def sr_memory(loaded: Any, shape: tuple[int, ...], *, samples: int, tile: int | 
     side_h, side_w = (min(tile, big_h), min(tile, big_w)) if tile else (big_h, big_w)
     activations = 3 * width * (side_h // d + 1) * (side_w // d + 1)
     draws = samples * hr if samples > 1 else 0
-    per_slice = 4 * (2 * hr + draws + activations)
+    per_slice = 4 * ((1 if tile else 2) * hr + draws + activations)
     extras = 3 if samples > 1 else 0
     return 4 * n * c * h * w + n * hr * (4 * (1 + extras) + itemsize) + per_slice
 
