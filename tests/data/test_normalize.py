@@ -85,6 +85,16 @@ def test_check_fits_flags_dtype_on_narrow_counts_and_windows_that_miss() -> None
     assert "100 % of the values" in (check_fits(thermal, miss) or "")
 
 
+def test_check_fits_accepts_dark_and_constant_8bit_images_on_their_type() -> None:
+    """8-bit images live on 0..255: a dark photo (values 0..20) or a constant one is not a misfit."""
+    dark = _record(np.random.default_rng(3).integers(0, 21, (16, 16)), "png", "uint8")
+    flat = _record(np.zeros((16, 16)), "tiff", "uint8")
+    for record in (dark, flat):
+        assert check_fits(record, fit_intensity(record, "dtype")) is None
+    narrow16 = _record(np.random.default_rng(3).integers(0, 21, (16, 16)), "png", "uint16")
+    assert check_fits(narrow16, fit_intensity(narrow16, "dtype")) is not None  # 20 of 65535: a sliver
+
+
 def test_clipped_counts_what_a_percentile_saturates() -> None:
     values = np.concatenate([np.full(990, 40.0), np.full(10, 1280.0)]).reshape(1, 1, 25, 40)
     record = _record(values, "nifti", "int16")

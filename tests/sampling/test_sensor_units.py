@@ -172,3 +172,19 @@ def test_a_model_policy_that_does_not_fit_is_refused(loaded: LoadedModel, tmp_pa
         assert sr_files(loaded, [tmp_path / "ir.png"], tmp_path / "mm", normalization="minmax")
     finally:
         loaded.config.data.normalization = trained_with
+
+
+def test_dark_and_constant_8bit_images_run_on_the_type_range(loaded: LoadedModel, tmp_path: Path) -> None:
+    """8-bit photos live on 0..255 whatever they hold: a dark one (0..20) and a constant one are super-resolved
+    (they were refused as 'dtype that does not fit'); the output stays at their grey levels."""
+    dark = np.clip(10 + 10 * _scene(24, 32, 5), 0, 20).astype(np.uint8)
+    Image.fromarray(dark).save(tmp_path / "dark.png")
+    Image.fromarray(np.full((24, 32), 7, np.uint8)).save(tmp_path / "flat.png")
+    outs = sr_files(loaded, [tmp_path / "dark.png", tmp_path / "flat.png"], tmp_path / "out")
+    sr_dark, sr_flat = (np.asarray(Image.open(p)) for p in outs)
+    assert sr_dark.dtype == np.uint8 and sr_dark.shape == (24 * SCALE, 32 * SCALE)
+    # in the input's units: the mean grey level kept to within a few levels of 255, nothing stretched
+    assert abs(float(sr_dark.mean()) - float(_bicubic(dark).mean())) <= 3 and sr_dark.max() <= 40
+    assert abs(float(sr_flat.mean()) - 7) <= 3
+    record = json.loads(Path(f"{outs[0]}.json").read_text())["intensity"]
+    assert (record["policy"], record["lo"], record["hi"]) == ("dtype", 0.0, 255.0)

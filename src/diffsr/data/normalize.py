@@ -170,12 +170,14 @@ DTYPE_MIN_USE = 1 / 8
 def check_fits(record: Record, intensity: Intensity) -> str | None:
     """Why ``intensity`` clearly does not fit ``record`` (None when it does).
 
-    - ``dtype`` on integers that use less than :data:`DTYPE_MIN_USE` of their type's range (14-bit
-      counts in a uint16, HU in an int16): the image would be a sliver of [0, 1];
+    - ``dtype`` on integers wider than 8 bits that use less than :data:`DTYPE_MIN_USE` of their
+      type's range (14-bit counts in a uint16, HU in an int16): the image would be a sliver of
+      [0, 1]. 8-bit images are not flagged: the type's range is their convention, and a dark,
+      low-contrast or constant photo is as valid as any;
     - ``window`` / ``percentile`` that saturate more than half the values.
     """
     a = record.array
-    if intensity.policy == "dtype" and a.size:
+    if intensity.policy == "dtype" and a.size and np.dtype(record.meta.get("dtype", "float32")).itemsize > 1:
         lo, hi = float(a.min()), float(a.max())
         used = (hi - lo) / (intensity.hi - intensity.lo)
         if used < DTYPE_MIN_USE:

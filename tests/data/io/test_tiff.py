@@ -115,3 +115,14 @@ def test_other_colour_spaces_are_refused(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "lab.tif", lab, photometric="cielab")
     with pytest.raises(DataError, match="photometric 'cielab'"):
         read(tmp_path / "lab.tif")
+
+
+def test_a_tiff_with_several_series_says_which_it_reads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Pages of another size form another series: the first is read, the others are named, not dropped silently."""
+    first = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    tifffile.imwrite(tmp_path / "two.tif", first)
+    tifffile.imwrite(tmp_path / "two.tif", np.zeros((20, 20), np.uint8), append=True)
+    with caplog.at_level("WARNING"):
+        record = read(tmp_path / "two.tif")
+    np.testing.assert_array_equal(record.array[0, 0], first)
+    assert "2 image series; reading the first (16x16), ignoring the other(s) (20x20)" in caplog.text

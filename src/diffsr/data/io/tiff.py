@@ -42,6 +42,11 @@ def _tiff_header(path: Path) -> tuple[tuple[int, ...], str, str, Any]:
             raise _fail(path, "TIFF without images")
         series = tif.series[0]
         shape, axes = tuple(int(n) for n in series.shape), str(series.axes)
+        if len(tif.series) > 1:  # pages of another size (a thumbnail, a second image): not read
+            others = ", ".join("x".join(str(n) for n in s.shape) for s in tif.series[1:4])
+            log.warning("%s: %d image series; reading the first (%s), ignoring the other(s) (%s%s)", path,
+                        len(tif.series), "x".join(str(n) for n in shape), others,
+                        ", ..." if len(tif.series) > 4 else "")
         page = tif.pages[0]
         photometric = getattr(page.photometric, "name", str(page.photometric))
         compression = getattr(page.compression, "name", str(page.compression))
