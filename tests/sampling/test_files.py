@@ -51,6 +51,14 @@ def test_two_inputs_with_one_output_name_are_refused(tmp_path: Path, layout: str
     assert str(inputs[0]) in message and str(inputs[1]) in message and target in message
 
 
+def test_one_file_given_twice_is_named_as_such(tmp_path: Path) -> None:
+    """``a.png a.png``, or a folder and a file inside it: one input twice, not two inputs to rename."""
+    png = _png(tmp_path / "in" / "a.png")
+    for inputs in ([png, png], [png, tmp_path / "in" / ".." / "in" / "a.png"]):
+        with pytest.raises(DiffsrError, match=r"a\.png: given twice \(also as .*a\.png\); give each input once"):
+            _plan(inputs, tmp_path / "out")
+
+
 def test_an_output_that_would_overwrite_an_input_is_refused(tmp_path: Path) -> None:
     """x.png and x_sr.png with --out their own folder: x's output is x_sr.png."""
     inputs = [_png(tmp_path / "x.png"), _png(tmp_path / "x_sr.png")]

@@ -97,6 +97,8 @@ def _check_clashes(plans: list[OutputPlan]) -> None:
         for path in plan.paths:
             key = str(path.resolve())
             other = taken.get(key)
+            if other is not None and other is not plan and other.source.resolve() == plan.source.resolve():
+                raise DiffsrError(f"{plan.source}: given twice (also as {other.source}); give each input once")
             if other is not None and other is not plan:
                 raise DiffsrError(f"{other.source} and {plan.source} would both be written to {path}; rename one "
                                   "or run them with different --out folders")
