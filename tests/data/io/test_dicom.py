@@ -12,7 +12,7 @@ import pydicom
 import pytest
 
 from diffsr.data.io import list_inputs, read, write
-from diffsr.data.normalize import fit_intensity
+from diffsr.data.normalize import Intensity, fit_intensity
 from tests.data.io._helpers import unit_of
 
 
@@ -138,6 +138,23 @@ def test_non_numeric_pixel_spacing_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="PixelSpacing") as info:
         read(path)
     assert str(info.value).startswith(str(path)) and "not numeric" in str(info.value)
+
+
+def test_a_zero_rescale_slope_is_read_as_one_with_a_warning(tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """RescaleSlope 0 would make every value the intercept: it is read as 1 and named, not used silently."""
+    ds = _dataset()
+    ds.RescaleSlope, ds.RescaleIntercept = 0, -1024
+    path = _save(ds, tmp_path / "s0.dcm")
+    with caplog.at_level("WARNING"):
+        record = read(path)
+    stored = pydicom.dcmread(path).pixel_array.astype(np.float32)
+    np.testing.assert_array_equal(record.array[0, 0], stored - 1024)
+    assert "RescaleSlope 0 is invalid; read as 1" in caplog.text
+    out = write(tmp_path / "out" / "s0_sr", record.array / 4096, like=record,
+                intensity=Intensity("minmax", 0.0, 4096.0), scale=1)
+    back = pydicom.dcmread(next(Path(out).iterdir()))
+    assert float(back.RescaleSlope) == 1.0  # what was used: a reader of the output gets its values
 
 
 def test_structured_report_in_a_series_is_skipped_with_a_note(tmp_path: Path,

@@ -200,7 +200,10 @@ def _decode_pixels(files: list[Path], headers: list[Any]
     _check_size(files[0] if len(files) == 1 else files[0].parent, (sum(claimed), *image), image)
     slices, rescale, stored_dtypes, frames = [], [], [], []
     for f, ds in zip(files, headers, strict=True):
-        slope = _number(ds, "RescaleSlope", f, 1.0) or 1.0
+        slope = _number(ds, "RescaleSlope", f, 1.0)
+        if slope == 0:  # invalid (every value would be the intercept): read as 1, and say so
+            log.warning("%s: RescaleSlope 0 is invalid; read as 1 (values = stored + intercept)", f)
+            slope = 1.0
         inter = _number(ds, "RescaleIntercept", f, 0.0)
         try:
             pixels = ds.pixel_array
@@ -341,6 +344,8 @@ def _set_pixels(ds: Any, unit: np.ndarray, to_file: Callable[[np.ndarray], np.nd
 
     f, c, h, w = unit.shape
     slope = _number(ds, "RescaleSlope", "output", 1.0) or 1.0
+    if "RescaleSlope" in ds and _number(ds, "RescaleSlope", "output", 1.0) == 0:
+        ds.RescaleSlope = 1  # read as 1 (see _read_files): written as what was used
     inter = _number(ds, "RescaleIntercept", "output", 0.0)
     allocated = int(getattr(ds, "BitsAllocated", 16) or 16)
     bits = int(getattr(ds, "BitsStored", allocated) or allocated)
