@@ -67,3 +67,29 @@ def test_eval_compares_with_and_without_consistency(teacher: Path, tmp_path: Pat
             main(["eval", "--data", str(data), "--method", bad, "--out", str(tmp_path / "bad")])
         assert exit_.value.code == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_eval_warns_when_a_run_was_trained_with_another_normalization(teacher: Path, tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """The teacher learned 8-bit PNGs under ``auto`` (the type's range); mapped with minmax the run sees
+    other units: one warning naming the run and the option that evaluates it as trained. As trained: none."""
+    import logging
+
+    from diffsr.sampling.infer import load_model
+
+    assert load_model(teacher).config.data.normalization == "auto"
+    data = tmp_path / "hr"
+    data.mkdir()
+    Image.fromarray(np.random.default_rng(2).integers(10, 60, (32, 32), dtype=np.uint8)).save(data / "d.png")
+    for policy in ("minmax", "auto"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="diffsr.cli.evaluate"):
+            _run(["eval", "--data", str(data), "--scale", "4", "--method", str(teacher), "--steps", "1",
+                  "--normalization", policy, "--out", str(tmp_path / policy)])
+        warned = [r.getMessage() for r in caplog.records if "trained with data.normalization" in r.getMessage()]
+        if policy == "minmax":
+            assert len(warned) == 1
+            assert "auto (dtype for d.png)" in warned[0] and "mapped with minmax" in warned[0]
+            assert "--normalization auto" in warned[0]
+        else:
+            assert warned == []

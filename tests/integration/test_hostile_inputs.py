@@ -172,6 +172,54 @@ def _two_series(folder: Path) -> Path:
     return folder
 
 
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _negative_nifti(path: Path) -> Path:
+    _nifti(path, np.ones((8, 8, 2), np.float32))
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<8h", data, 40, 3, 8, -8, 2, 1, 1, 1, 1)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _cmyk_tiff(path: Path) -> Path:
+    import tifffile
+
+    tifffile.imwrite(path, np.zeros((16, 16, 4), np.uint8), photometric="separated")
+    return path
+
+
+def _png_bomb(path: Path) -> Path:
+    from tests.data.io.test_png import _inflating_png
+
+    return _inflating_png(path, 14142, 16, 0)  # ~400 KB on disk, 400 MB of 16-bit grey once inflated
+
+
+def _dicom_bad_spacing(path: Path) -> Path:
+    _dicom(path)
+    ds = pydicom.dcmread(path)
+    ds.PixelSpacing = [0.5, 0.5]
+    ds.save_as(path)
+    path.write_bytes(path.read_bytes().replace(b"0.5\\0.5", b"abc\\def"))
+    return path
+
+
+def _resume_case(change: str) -> Callable[[Path, Path], list[str]]:
+    def build(root: Path, trained: Path) -> list[str]:
+        run = _copy_run(trained, root)
+        return ["train", "demo", "--out", str(run), "--resume", *sum((["--set", t] for t in [*TINY, change]), [])]
+
+    return build
+
+
+def _config_wider_than_weights(ckpt: Path) -> None:
+    text = (ckpt / "config.yaml").read_text().replace("  width: 16\n", "  width: 24\n", 1)
+    (ckpt / "config.yaml").write_text(text)
+
+
 class _Evil:
     def __reduce__(self) -> tuple[Callable[..., int], tuple[str]]:
         return (os.system, ("echo pwned > pwned.txt",))
@@ -365,6 +413,41 @@ CASES: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
     "eval-missing": (_argv("eval", "--data", "{root}/nope", "--method", "bicubic", "--out", "{root}/out"), "nope"),
     "eval-bad-scale": (_eval_case(lambda p: _png(p), "x.png", "--scale", "5"), "--scale"),
     "eval-bad-method": (_eval_case(lambda p: _png(p), "x.png", "--method", "{root}/norun"), "norun"),
+    # issue 18: the classes that traced back, lost data or misread units
+    "input-fifo": (_sr_case(_fifo, "pipe.png"), "FIFO"),
+    "input-dev-null": (_argv("sr", "/dev/null", "--ckpt", "{run}", "--out", "{root}/out"), "/dev/null"),
+    "out-dev-null": (lambda root, run: ["sr", str(_png(root / "g.png")), "--ckpt", str(run), "--out", "/dev/null"],
+                     "--out /dev/null"),
+    "out-a-file": (lambda root, run: ["sr", str(_png(root / "g.png")), "--ckpt", str(run), "--out",
+                                      str((root / "taken").write_text("mine") and root / "taken")], "is a file"),
+    "out-under-a-file": (lambda root, run: ["sr", str(_png(root / "g.png")), "--ckpt", str(run), "--out",
+                                            str(_png(root / "f.png") / "out")], "where a folder must go"),
+    "out-overwrites-input": (lambda root, run: ["sr", str(_png(root / "x.png")), str(_png(root / "x_sr.png")),
+                                                "--ckpt", str(run), "--out", str(root)], "would overwrite the input"),
+    "out-name-clash": (lambda root, run: ["sr", str(_png((root / "a").mkdir() or root / "a" / "s.png")),
+                                          str(_png((root / "b").mkdir() or root / "b" / "s.png")), "--ckpt", str(run),
+                                          "--out", str(root / "out")], "would both be written"),
+    "sr-steps-0": (_argv("sr", "{root}", "--ckpt", "{run}", "--out", "{root}/out", "--steps", "0"), "--steps"),
+    "sr-tile-1": (_argv("sr", "{root}", "--ckpt", "{run}", "--out", "{root}/out", "--tile", "1"), ">= 16"),
+    "sr-samples-0": (_argv("sr", "{root}", "--ckpt", "{run}", "--out", "{root}/out", "--samples", "0"), "--samples"),
+    "npy-1e300": (_sr_case(lambda p: _npy(p, np.full((16, 16), 1e300)), "big.npy"), "float32 range"),
+    "nifti-negative-dim": (_sr_case(_negative_nifti, "neg.nii"), "dimensions"),
+    "nifti-4d-no-index": (_sr_case(lambda p: _nifti(p, np.ones((8, 8, 2, 3), np.float32)), "four.nii.gz"),
+                          "--volume-index"),
+    "tiff-cmyk": (_sr_case(_cmyk_tiff, "ink.tif"), "CMYK"),
+    "png-inflates-400mb": (_sr_case(_png_bomb, "bomb.png"), "nothing was decoded"),
+    "dicom-pixel-spacing-text": (_sr_case(_dicom_bad_spacing, "ps.dcm"), "PixelSpacing"),
+    "yaml-duplicate-key": (_yaml_case("train", "train: {steps: 3}\ndata: {scale: 2}\ntrain: {lr: 0.1}\n"),
+                           "duplicate key 'train' (lines 1 and 3)"),
+    "resume-must-nothing": (_argv("train", "demo", "--out", "{root}/out", "--resume=must"), "--resume=must"),
+    "resume-other-scale": (_resume_case("data.scale=2"), "data.scale"),
+    "ckpt-weights-vs-config": (_ckpt_case(_config_wider_than_weights), "do not match its config.yaml"),
+    "eval-channels-2": (_eval_case(lambda p: _png(p), "x.png", "--channels", "2"), "--channels"),
+    "eval-crop-border": (_eval_case(lambda p: _png(p, 32), "x.png", "--crop-border", "40"), "--crop-border"),
+    "eval-out-in-data": (lambda root, run: ["eval", "--data", str(root), "--method", "bicubic", "--out",
+                                            str(_png(root / "x.png").parent / "out")], "inside --data"),
+    "eval-edsr-diffusion-run": (lambda root, run: _eval_case(lambda p: _png(p), "x.png", "--method",
+                                                             f"edsr:{run}")(root, run), "net 'unet'"),
 }
 
 
@@ -415,7 +498,7 @@ def test_corpus_is_large() -> None:
     assert len(CASES) >= 30
 
 
-ENTRY_POINT_CASES = ["tiff-huge", "ckpt-pickled-code"]
+ENTRY_POINT_CASES = ["tiff-huge", "ckpt-pickled-code", "dicom-pixel-spacing-text"]
 
 
 def test_real_entry_point(tmp_path: Path, trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -181,14 +181,16 @@ def test_sr_files_samples_png(tmp_path: Path, bits: int) -> None:
     Image.fromarray(arr).save(src)
     written = sr_files(loaded, [src], tmp_path / "out", samples=4)
     assert [p.name for p in written] == ["img_sr.png", "img_sr_std.png"]
-    mean_ref, std_ref = _draws(loaded, arr[None, None] / top, 4)
+    # auto normalization: 8-bit -> the type's range 0..255; 16-bit -> the data's own min..max
+    lo, hi = (0.0, float(top)) if bits == 8 else (float(arr.min()), float(arr.max()))
+    mean_ref, std_ref = _draws(loaded, (arr[None, None] - lo) / (hi - lo), 4)
     sr = np.asarray(Image.open(written[0]))
     std = np.asarray(Image.open(written[1]))
     assert sr.shape == std.shape == (24, 20) and std.dtype == sr.dtype == arr.dtype
-    assert float(std_ref.max()) * top > 2  # the map is not trivially zero
+    assert float(std_ref.max()) * (hi - lo) > 2  # the map is not trivially zero
     # one grey level for rounding (and float32 summation order)
-    assert np.abs(sr.astype(float) - np.round(mean_ref[0, 0] * top)).max() <= 1
-    assert np.abs(std.astype(float) - np.round(std_ref[0, 0] * top)).max() <= 1
+    assert np.abs(sr.astype(float) - np.round(lo + mean_ref[0, 0] * (hi - lo))).max() <= 1
+    assert np.abs(std.astype(float) - np.round(std_ref[0, 0] * (hi - lo))).max() <= 1
     # samples=1 writes no std map
     assert [p.name for p in sr_files(loaded, [src], tmp_path / "out1")] == ["img_sr.png"]
 

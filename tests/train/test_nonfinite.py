@@ -247,3 +247,32 @@ def test_bad_step_streak_and_term_counts_survive_a_resume(tmp_path: Path) -> Non
     with pytest.raises(DiffsrError, match="3 consecutive"):
         again.fit()
     assert again.term_skips == {"diffusion": 3, "l1": 3}
+
+
+def test_a_diverging_run_prints_one_error_line_and_no_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 18: with the default max_consecutive (20) the run used to print 19 warnings before its error."""
+    from diffsr.cli import main
+
+    argv = ["train", "demo", "--out", str(tmp_path / "run"), "--no-progress"]
+    for item in [*TINY, "train.steps=40", "train.lr=1e30"]:
+        argv += ["--set", item]
+    caplog.set_level("WARNING")
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= 30 and "non-finite" in r.getMessage()]
+    err = capsys.readouterr().err.strip()
+    assert warnings == [] and len(err.splitlines()) == 1, (warnings, err)
+    assert "20 consecutive steps" in err
+
+
+def test_a_streak_that_ends_is_one_warning_naming_its_steps(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING")
+    Probe(_cfg(5), tmp_path / "run", term=({1, 2}, float("nan"))).fit()
+    notes = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
+    assert notes == ["steps 1-2: non-finite loss in l1 (2 step(s), terms dropped)"]
+    caplog.clear()
+    Probe(_cfg(3), tmp_path / "end", term=({2}, float("nan"))).fit()  # the run ends inside the streak
+    assert [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()] == [
+        "steps 2-2: non-finite loss in l1 (1 step(s), terms dropped)"]

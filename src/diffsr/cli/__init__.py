@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -31,6 +32,13 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a config value, e.g. --set train.steps=200 (repeatable)."),
 ]
+NormalizationOpt = Annotated[str | None, typer.Option(
+    help="Intensity mapping to [0, 1]: auto | dtype | minmax | percentile | window (sr: default the model's "
+         "data.normalization; inverted exactly on output and recorded in <output>.json).")]
+PercentilesOpt = Annotated[str | None, typer.Option(help="LOW,HIGH for --normalization percentile.")]
+WindowOpt = Annotated[str | None, typer.Option(
+    help="LOW,HIGH in file units for --normalization window (default: a DICOM's own window).")]
+VolumeOpt = Annotated[int | None, typer.Option(help="The volume of a 4-D NIfTI (required for one).")]
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -51,7 +59,12 @@ def demo(
 ) -> None:
     """Train a tiny model on the built-in infrared/MRI samples (CPU), then compare it with bicubic."""
     from diffsr.cli.demo import run_demo
+    from diffsr.cli.options import at_least
+    from diffsr.core.atomic import check_output_folder
 
+    at_least(steps, 1, "--steps")
+    at_least(sample_steps, 1, "--sample-steps")
+    check_output_folder(out)
     result = run_demo(out, steps=steps, time_limit=time_limit, sample_steps=sample_steps, console=console,
                       baseline=baseline)
     console.print(
@@ -70,7 +83,10 @@ def train(
     config: Annotated[str, typer.Argument(help="A preset name (see 'diffsr presets') or a YAML file.")],
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<preset>).")] = None,
     set_: SetOpt = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint in --out.")] = False,
+    resume: Annotated[bool, typer.Option(
+        help="Continue from the newest checkpoint in --out (none there: a warning, then from scratch); "
+             "--resume=must makes a missing checkpoint an error.")] = False,
+    resume_must: Annotated[bool, typer.Option("--resume-must", hidden=True)] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     cpu: Annotated[bool, typer.Option(help="Force CPU even when CUDA is available.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -78,13 +94,18 @@ def train(
     """Train a model on CPU, one GPU, or several processes (accelerate launch / torchrun)."""
     _setup_logging(verbose)
     from diffsr.config import load_config
+    from diffsr.core.atomic import check_output_folder
     from diffsr.train.trainer import Trainer
 
     cfg = load_config(config, set_)
     run_dir = out or Path("runs") / cfg.name
+    check_output_folder(run_dir)
     if not resume and _has_checkpoints(run_dir):
         raise DiffsrError(f"{run_dir}: already holds checkpoints; pass --resume or choose another --out")
-    result = Trainer(cfg, run_dir, resume=resume, progress=progress, cpu=cpu or None).fit()
+    if resume_must and not _has_checkpoints(run_dir):  # before any work (the trainer checks it too)
+        raise DiffsrError(f"{run_dir}: --resume=must, but the run holds no complete checkpoint")
+    mode: bool | str = "must" if resume_must else resume
+    result = Trainer(cfg, run_dir, resume=mode, progress=progress, cpu=cpu or None).fit()
     if result.checkpoint is None:  # not the main process of a multi-process run: it wrote nothing
         return
     console.print(
@@ -121,38 +142,44 @@ def sr(
     ] = None,
     detail: Annotated[float | None, typer.Option(
         help="0 = faithful (one-step estimate) .. 1 = realistic (a full-chain sample).")] = None,
+    normalization: NormalizationOpt = None,
+    percentiles: PercentilesOpt = None,
+    window: WindowOpt = None,
+    volume_index: VolumeOpt = None,
+    fail_fast: Annotated[bool, typer.Option(help="Stop at the first input that fails (default: report it, "
+                                                 "go on, exit 2 at the end).")] = False,
     cpu: Annotated[bool, typer.Option(help="Force CPU.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Super-resolve files with a trained model; outputs keep format, bit depth and metadata."""
+    """Super-resolve files with a trained model; outputs keep format, bit depth, units and metadata."""
     _setup_logging(verbose)
+    from diffsr.cli import options as opt
+    from diffsr.core.atomic import check_output_folder
     from diffsr.sampling.infer import load_model, sr_files
 
-    if samples < 1:
-        raise DiffsrError("--samples: must be >= 1")
+    for value, minimum, option in ((samples, 1, "--samples"), (steps, 1, "--steps"), (tile, opt.MIN_TILE, "--tile"),
+                                   (overlap, 0, "--overlap"), (volume_index, 0, "--volume-index")):
+        opt.at_least(value, minimum, option)
+    norm = opt.normalization(normalization, percentiles, window)
     for p in inputs:
         if not p.exists():
             raise DiffsrError(f"{p}: no such file or folder")
+    check_output_folder(out)
     if (ckpt is None) == (onnx is None):
         raise DiffsrError("sr: give one of --ckpt (a model) or --onnx (an exported graph)")
+    failed: list[Path] = []
+    file_options = {"normalization": norm[0], "percentiles": norm[1], "window": norm[2],
+                    "volume_index": volume_index, "on_error": _report_input_error(failed, fail_fast)}
     if onnx is not None:
         from diffsr.cli.export import run_sr_onnx
 
         refused = {"--consistency": consistency, "--detail": detail}
-        for p in run_sr_onnx(inputs, onnx, out, steps=steps, tile=tile, overlap=overlap, tile_mode=tile_mode,
-                             samples=samples, refused=refused):
-            console.print(str(p))
+        _print_paths(run_sr_onnx(inputs, onnx, out, steps=steps, tile=tile, overlap=overlap, tile_mode=tile_mode,
+                                 samples=samples, refused=refused, file_options=file_options), failed)
         return
     assert ckpt is not None
     loaded = load_model(ckpt, ema=ema, device="cpu" if cpu else None)
-    if consistency is not None and consistency not in ("none", "backprojection", "kspace"):
-        raise DiffsrError(f"--consistency: '{consistency}' is not one of none, backprojection, kspace")
-    if tile_mode is not None and tile_mode not in ("auto", "exact", "blend"):
-        raise DiffsrError(f"--tile-mode: '{tile_mode}' is not one of auto, exact, blend")
-    if detail is not None and not 0 <= detail <= 1:
-        raise DiffsrError(f"--detail: must be in [0, 1], got {detail}")
-    options = {k: v for k, v in (("consistency", consistency), ("tile_mode", tile_mode), ("detail", detail))
-               if v is not None}
+    options = _sample_options(consistency, tile_mode, detail)
     if options:  # validated like a config override (one-line errors), not assigned field by field
         from diffsr.sampling.infer import with_sample_options
 
@@ -168,9 +195,42 @@ def sr(
             bar.update(task, description=f"{name} {i}/{n}", completed=i, total=n)
 
         written = sr_files(loaded, inputs, out, steps=steps, tile=tile, overlap=overlap, samples=samples,
-                           progress=report, calibration=calibration)
+                           progress=report, calibration=calibration, **file_options)
+    _print_paths(written, failed)
+
+
+def _sample_options(consistency: str | None, tile_mode: str | None, detail: float | None) -> dict[str, Any]:
+    """sr's sampling options that were given, each checked (one-line errors)."""
+    if consistency is not None and consistency not in ("none", "backprojection", "kspace"):
+        raise DiffsrError(f"--consistency: '{consistency}' is not one of none, backprojection, kspace")
+    if tile_mode is not None and tile_mode not in ("auto", "exact", "blend"):
+        raise DiffsrError(f"--tile-mode: '{tile_mode}' is not one of auto, exact, blend")
+    if detail is not None and not 0 <= detail <= 1:
+        raise DiffsrError(f"--detail: must be in [0, 1], got {detail}")
+    return {k: v for k, v in (("consistency", consistency), ("tile_mode", tile_mode), ("detail", detail))
+            if v is not None}
+
+
+def _print_paths(written: list[Path], failed: list[Path]) -> None:
+    """Print sr's outputs verbatim (a name with [brackets] is not markup, a long path is not wrapped);
+    exit 2 when an input failed."""
     for p in written:
-        console.print(str(p))
+        console.print(str(p), markup=False, highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(2)
+
+
+def _report_input_error(failed: list[Path], fail_fast: bool) -> Callable[[Path, DiffsrError], None]:
+    """sr_files' on_error: one ``error:`` line per bad input, then the next (or stop, with --fail-fast)."""
+
+    def report(path: Path, err: DiffsrError) -> None:
+        if fail_fast:
+            raise err
+        failed.append(path)
+        text = str(err) if str(path) in str(err) else f"{path}: {err}"
+        err_console.print(f"[red]error:[/] {escape(text)}", soft_wrap=True)
+
+    return report
 
 
 @app.command()
@@ -284,10 +344,15 @@ def eval_(
         list[str] | None,
         typer.Option("--set", "-s", help="Metric convention, e.g. --set eval.quantize=true (repeatable)."),
     ] = None,
+    normalization: NormalizationOpt = None,
+    percentiles: PercentilesOpt = None,
+    window: WindowOpt = None,
+    volume_index: VolumeOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Evaluate several methods on the same images with pinned metric conventions."""
     _setup_logging(verbose)
+    from diffsr.cli import options as opt
     from diffsr.cli.evaluate import run_eval
 
     summary = run_eval(
@@ -295,6 +360,7 @@ def eval_(
         crop_border=crop_border, lpips_weights=lpips_weights, samples=samples, degradation=degradation,
         lr_dir=lr_dir, seed=seed, crop=crop, eval_set=set_, console=console, bicubic=bicubic,
         detail_sweep=_floats(detail_sweep, "--detail-sweep"),
+        normalization=opt.normalization(normalization, percentiles, window), volume_index=volume_index,
     )
     console.print(summary)
 
@@ -324,8 +390,13 @@ def distill(
     cpu: Annotated[bool, typer.Option(help="Force CPU.")] = False,
 ) -> None:
     """Fine-tune a trained multi-step model into a one-step generator (use it with --steps 1)."""
+    from diffsr.cli.options import at_least
+    from diffsr.core.atomic import check_output_folder
     from diffsr.train.distill import run_distill_cli
 
+    at_least(steps, 1, "--steps")
+    at_least(teacher_steps, 1, "--teacher-steps")
+    check_output_folder(out)
     console.print(run_distill_cli(teacher, out, steps, target=target, teacher_steps=teacher_steps, loss=loss, lr=lr,
                                   time_limit=time_limit, set_=set_, progress=progress, cpu=cpu))
 
@@ -459,11 +530,13 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; user errors -> one line and exit code 2."""
     click_errors, click_exits, click_aborts = _click_classes()
     args = sys.argv[1:] if argv is None else argv
+    # --resume=must (typer has no options with an optional value): the hidden flag --resume-must
+    args = [a for arg in args for a in (("--resume", "--resume-must") if arg == "--resume=must" else (arg,))]
     if not {"-v", "--verbose"} & set(args):
         for name in _READER_LOGGERS:
             logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
-        app(args=args, prog_name="diffsr", standalone_mode=False)
+        code = app(args=args, prog_name="diffsr", standalone_mode=False)
     except DiffsrError as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", soft_wrap=True)
         raise SystemExit(2) from None
@@ -481,6 +554,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         raise SystemExit(130) from None
+    if isinstance(code, int) and code:  # typer.Exit(code) is returned, not raised, outside standalone mode
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

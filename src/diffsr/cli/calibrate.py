@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from diffsr.core.atomic import check_output_folder
 from diffsr.core.errors import DiffsrError
+from diffsr.core.hub import is_hub_id
 
 __all__ = ["calibration_folder", "run_calibrate"]
 
@@ -51,8 +53,11 @@ def run_calibrate(
         raise DiffsrError(f"--samples: intervals need at least 2 samples per image, got {samples}")
     if interval not in ("std", "quantile"):
         raise DiffsrError(f"--interval: '{interval}' is not one of std, quantile")
-    from diffsr.core.hub import is_hub_id
-
+    if channels not in (1, 3):
+        raise DiffsrError(f"--channels: {channels} is not 1 (grey / Y) or 3 (RGB)")
+    for value, option in ((steps, "--steps"), (limit, "--limit")):
+        if value is not None and value < 1:
+            raise DiffsrError(f"{option}: must be >= 1, got {value}")
     if is_hub_id(str(ckpt)):
         raise DiffsrError(f"{ckpt}: calibrate writes calibration.json beside the model, not into the Hugging Face "
                           f"cache: make a local copy with `diffsr export {ckpt} --out DIR` and calibrate DIR")
@@ -61,6 +66,7 @@ def run_calibrate(
         raise DiffsrError(f"{ckpt}: no such run or checkpoint folder")
     if not Path(data).exists():
         raise DiffsrError(f"{data}: no such file or folder")
+    check_output_folder(calibration_folder(ckpt), "--ckpt")  # calibration.json goes there
     loaded = load_model(ckpt, device="cpu")
     if loaded.model.is_baseline:
         raise DiffsrError(f"{ckpt}: a feed-forward baseline draws no samples; calibrate a diffusion run")

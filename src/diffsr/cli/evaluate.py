@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from diffsr.config import EvalConfig, load_config
+from diffsr.core.atomic import remove_stale_temporaries
 from diffsr.core.errors import DiffsrError
 
 
@@ -33,6 +34,8 @@ def run_eval(
     console: Any = None,
     bicubic: str = "torch",
     detail_sweep: list[float] | None = None,
+    normalization: tuple[str | None, tuple[float, float] | None, tuple[float, float] | None] = (None, None, None),
+    volume_index: int | None = None,
 ) -> str:
     """Evaluate ``methods`` (bicubic | RUN | edsr:RUN ...) on the images under ``data``.
 
@@ -45,25 +48,24 @@ def run_eval(
     values every diffusion run is also evaluated at (the perception-distortion plane); None or
     empty: none. A run with a ``calibration.json`` also gets its intervals' risk and width on these
     images, next to the constant band and the raw std (``uncertainty`` in metrics.json).
+    ``normalization``: (policy, percentiles, window) of the HR images (None: ``auto`` per file);
+    ``volume_index``: the volume of a 4-D NIfTI. ``out`` may not lie inside ``data`` or ``lr_dir``.
     """
-    from diffsr.data.datasets import is_rgb, load_eval_items
+    from diffsr.data.datasets import is_rgb
     from diffsr.eval.evaluate import evaluate
     from diffsr.eval.metrics import Conventions
 
     _check_eval_args(data=data, methods=methods, scale=scale, samples=samples, degradation=degradation,
-                     lr_dir=lr_dir, crop=crop)
+                     lr_dir=lr_dir, crop=crop, channels=channels, steps=steps, limit=limit, out=out)
     if bicubic not in ("torch", "matlab"):
         raise DiffsrError(f"--bicubic: '{bicubic}' is not one of torch, matlab")
     eval_cfg = eval_config(eval_set, crop_border=crop_border, lpips_weights=lpips_weights)
-    from diffsr.data.degrade import BicubicDegradation
-
-    deg: Any = BicubicDegradation(scale, kernel=bicubic) if degradation == "bicubic" else degradation  # type: ignore[arg-type]
-    items = load_eval_items(data, scale, channels, max_slices=limit, degradation=deg,
-                            lr_dir=lr_dir, seed=seed, crop=crop)
-    if limit is not None:
-        items = items[:limit]
-    steps = steps or []
-    resolved, sweep = _resolve_methods(methods, scale, steps, bicubic=bicubic)
+    remove_stale_temporaries(out)  # left by an earlier eval killed mid-write
+    items = _items(data, scale, channels, limit=limit, degradation=degradation, bicubic=bicubic, lr_dir=lr_dir,
+                   seed=seed, crop=crop, normalization=normalization, volume_index=volume_index)
+    _check_crop_border(items, eval_cfg.crop_border if eval_cfg.crop_border is not None else scale)
+    resolved, sweep = _resolve_methods(methods, scale, steps or [], bicubic=bicubic)
+    _warn_normalization(items, resolved)
     details = _detail_sweeps(methods, resolved, scale, detail_sweep or [])
     conv = dataclasses.replace(Conventions.from_config(eval_cfg, scale), bicubic=bicubic)
     if channels == 1 and any(is_rgb(item.record) for item in items):
@@ -181,13 +183,77 @@ def _append_interval_report(path: Path, reports: dict[str, Any]) -> None:
     atomic_write_text(path, path.read_text() + "\n".join(lines) + "\n")
 
 
+def _items(data: Path, scale: int, channels: int, *, limit: int | None, degradation: str, bicubic: str,
+           lr_dir: Path | None, seed: int, crop: int | None, normalization: tuple[Any, Any, Any],
+           volume_index: int | None) -> list[Any]:
+    """The evaluation items of ``diffsr eval`` (see :func:`~diffsr.data.eval_items.load_eval_items`)."""
+    from diffsr.data.datasets import load_eval_items
+    from diffsr.data.degrade import BicubicDegradation
+
+    policy, percentiles, window = normalization
+    deg: Any = BicubicDegradation(scale, kernel=bicubic) if degradation == "bicubic" else degradation  # type: ignore[arg-type]
+    items = load_eval_items(data, scale, channels, max_slices=limit, degradation=deg, lr_dir=lr_dir, seed=seed,
+                            crop=crop, normalization=None if policy == "auto" else policy,
+                            percentiles=percentiles or (0.5, 99.5), window=window, volume_index=volume_index)
+    return items[:limit] if limit is not None else items
+
+
+def _warn_normalization(items: list[Any], resolved: dict[str, Any]) -> None:
+    """Warn (once per run) when a run was trained with a normalization other than the one the
+    test images are mapped with: its inputs are not in the units it learned."""
+    import logging
+
+    from diffsr.data.normalize import fit_intensity
+
+    for name, fn in resolved.items():
+        loaded = getattr(fn, "loaded", None)
+        if loaded is None or not items:
+            continue
+        cfg = loaded.config.data
+        differ, seen = [], set()
+        for item in items:  # one check per file (the slices of a volume share its record)
+            if item.intensity is None or item.record is None or id(item.record) in seen:
+                continue
+            seen.add(id(item.record))
+            try:
+                trained = fit_intensity(item.record, cfg.normalization, tuple(cfg.percentiles),
+                                        tuple(cfg.window) if cfg.window else None).policy
+            except DiffsrError:  # a window the file cannot give: a mismatch as well
+                trained = cfg.normalization
+            if trained != item.intensity.policy:
+                differ.append((item, trained))
+        if differ:
+            item, trained = differ[0]
+            logging.getLogger(__name__).warning(
+                "%s: trained with data.normalization %s (%s for %s), the test images are mapped with %s "
+                "(%d of %d files differ); pass --normalization %s to evaluate it in the units it learned",
+                name, cfg.normalization, trained, Path(item.record.meta.get("path", item.name)).name,
+                item.intensity.policy, len(differ), len(seen),
+                cfg.normalization)
+
+
+def _check_crop_border(items: list[Any], border: int) -> None:
+    """One line when the border crop leaves nothing of an image (before any method runs)."""
+    for item in items:
+        h, w = item.hr.shape[-2:]
+        if 2 * border >= min(h, w):
+            raise DiffsrError(f"--crop-border {border}: leaves nothing of {item.name} ({w}x{h} after cropping to a "
+                              f"multiple of the scale); at most {(min(h, w) - 1) // 2}")
+
+
 def _check_eval_args(*, data: Path, methods: list[str], scale: int, samples: int, degradation: str,
-                     lr_dir: Path | None, crop: int | None) -> None:
+                     lr_dir: Path | None, crop: int | None, channels: int = 1, steps: list[int] | None = None,
+                     limit: int | None = None, out: Path | None = None) -> None:
     """One-line errors for the arguments of ``diffsr eval`` (before any image is read)."""
+    from diffsr.cli.options import all_at_least, at_least, out_not_inside
+    from diffsr.core.atomic import check_output_folder
     from diffsr.data.degrade import DEGRADATIONS
 
-    if samples < 1:
-        raise DiffsrError("--samples: must be >= 1")
+    at_least(samples, 1, "--samples")
+    all_at_least(steps, 1, "--steps")
+    at_least(limit, 1, "--limit")
+    if channels not in (1, 3):
+        raise DiffsrError(f"--channels: {channels} is not 1 (grey / Y) or 3 (RGB)")
     if not methods:
         raise DiffsrError("--method: give at least one (bicubic, a run folder, edsr:RUN ...)")
     if scale not in (2, 3, 4, 8):
@@ -202,6 +268,10 @@ def _check_eval_args(*, data: Path, methods: list[str], scale: int, samples: int
         raise DiffsrError(f"--lr-dir: {lr_dir} is not a folder")
     if crop is not None and crop < 8:
         raise DiffsrError(f"--crop: {crop} is too small (at least 8)")
+    if out is not None:
+        check_output_folder(out)
+        out_not_inside(out, data, "--data")
+        out_not_inside(out, lr_dir, "--lr-dir")
 
 
 def _resolve_methods(methods: list[str], scale: int, steps: list[int], *, bicubic: str = "torch"
@@ -266,6 +336,12 @@ def run_bench(
         raise DiffsrError(f"--repeat: must be >= 1, got {repeat}")
     if steps and min(steps) < 1:
         raise DiffsrError(f"--steps: must be >= 1, got {min(steps)}")
+    if out is not None:  # a JSON file: checked before any model is timed
+        from diffsr.core.atomic import check_output_folder
+
+        if out.is_dir():
+            raise DiffsrError(f"--out {out}: is a folder; give a file name for the JSON")
+        check_output_folder(out.parent)
     rows = []
     for source in configs:
         cfg = load_config(source)

@@ -40,6 +40,41 @@ def preset_text(name: str) -> str:
     return resources.files(PRESET_PACKAGE).joinpath(f"{name}.yaml").read_text()
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping that gives one key twice (YAML would silently keep the last)."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (two ``train:`` blocks: the
+    first would be dropped without a word), naming the key, its section and both line numbers.
+    Keys merged in with ``<<: *anchor`` may be overridden, as YAML intends."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if first is not None:
+                raise DuplicateKeyError(f"duplicate key '{key}' (lines {first} and {line}); YAML keeps only the last")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load_unique(text: str) -> Any:
+    """``yaml.safe_load`` that raises :class:`DuplicateKeyError` for a key given twice in a mapping."""
+    loader = UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()  # type: ignore[no-untyped-call]
+
+
 def _read_source(source: str | Path) -> tuple[dict[str, Any], str]:
     path = Path(source)
     if path.suffix in (".yaml", ".yml") or path.exists():
@@ -53,7 +88,9 @@ def _read_source(source: str | Path) -> tuple[dict[str, Any], str]:
     else:
         text, where = preset_text(str(source)), f"preset {source}"
     try:
-        data = yaml.safe_load(text)
+        data = safe_load_unique(text)
+    except DuplicateKeyError as err:
+        raise ConfigError(f"{where}: {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""

@@ -204,12 +204,13 @@ class DataConfig(Strict):
     batch_size: int = Field(8, ge=1)
     channels: Literal[1, 3] = 1
     degradation: _degradation_union() = Field(default_factory=BicubicConfig)  # type: ignore[valid-type]
-    # auto: dtype range for 8/16-bit images, percentiles for MRI volumes/series, min-max for floats
+    # auto: dtype range for 8-bit images; min-max (the data's range) for wider integers (14-bit thermal
+    # counts, HU, int32), floats and CT; percentiles for MRI volumes/series (diffsr.data.normalize)
     normalization: Literal["auto", "dtype", "minmax", "percentile", "window"] = "auto"
     percentiles: tuple[float, float] = (0.5, 99.5)
-    window: tuple[float, float] | None = None  # CT window (low, high) in file units
+    window: tuple[float, float] | None = None  # CT window (low, high) in file units; None: a DICOM's own
     slice_axis: int = Field(2, ge=0, le=2)
-    volume_index: int = Field(0, ge=0)
+    volume_index: int | None = Field(None, ge=0)  # 4-D NIfTI: which volume (None: a 4-D file is an error)
     min_foreground: float = Field(0.05, ge=0, le=1)  # skip volume slices emptier than this
     val_fraction: float = Field(0.1, ge=0, lt=1)
     val_images: int = Field(4, ge=0)

@@ -1,12 +1,17 @@
 """Atomic file writes: write to a temporary name in the same folder, fsync, then rename.
 
 A reader never sees a half-written file: either the old file or the complete new one.
+Temporary names are ``.tmp-<pid>-<name>-<random>`` (``.old-<pid>-...`` for a folder being
+replaced): a process killed mid-write leaves one behind, and :func:`remove_stale_temporaries`
+removes those whose process no longer runs. :func:`check_output_folder` checks an output
+folder before any compute (a file in the way, no write permission).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -32,7 +37,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.stem}-", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-{path.stem}-", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -59,13 +64,13 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-{path.name}-", dir=path.parent))
     old: Path | None = None
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
         if path.is_dir():
-            old = Path(tempfile.mkdtemp(prefix=f".old-{path.name}-", dir=path.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".old-{os.getpid()}-{path.name}-", dir=path.parent))
             os.replace(path, old / path.name)
         os.replace(tmp, path)
     except BaseException:
@@ -93,3 +98,74 @@ def atomic_save(path: str | os.PathLike[str], writer: Callable[[Path], None]) ->
     """Call ``writer(tmp_path)`` then rename the result to ``path``."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+_TEMPORARY = re.compile(r"^\.(tmp|old)-(\d+)-")
+
+
+def _running(pid: int) -> bool:
+    """True when a process ``pid`` exists (it may belong to another user)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the ``.tmp-<pid>-*`` / ``.old-<pid>-*`` files and folders in ``folder`` left by
+    writers of this module whose process has ended (killed mid-write); returns what was removed.
+
+    Temporaries of running processes (another ``diffsr sr`` writing into the same folder) stay.
+    Checkpoint temporaries (``.tmp-step_*``, no process id) are the checkpoint writer's business.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _TEMPORARY.match(entry.name)
+        if match is None or _running(int(match.group(2))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+        removed.append(entry)
+    return removed
+
+
+def check_output_folder(path: str | os.PathLike[str], option: str = "--out") -> None:
+    """Raise DiffsrError (one line) unless ``path`` is, or can be created as, a writable folder.
+
+    Checked before any compute: ``path`` an existing file or device (/dev/null), a file where
+    one of its parent folders must go, or a folder this process cannot write into. Nothing is
+    created: writability is probed with a temporary file in the nearest existing folder.
+    """
+    from diffsr.core.errors import DiffsrError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        kind = "a file" if path.is_file() else "not a folder (a device, FIFO or socket)"
+        raise DiffsrError(f"{option} {path}: is {kind}; give a folder")
+    probe = path
+    while not probe.exists():
+        if probe.is_symlink():  # a dangling link: creating the folder would fail
+            raise DiffsrError(f"{option} {path}: {probe} is a broken symbolic link")
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise DiffsrError(f"{option} {path}: {probe} is a file, where a folder must go")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-probe-", dir=probe)
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        raise DiffsrError(f"{option} {path}: cannot write in {probe} ({why})") from None
+    os.close(fd)
+    os.unlink(tmp)

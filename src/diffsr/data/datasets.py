@@ -104,12 +104,12 @@ class SliceRef:
     intensity: Intensity
     channels: int
     slice_axis: int = 2
-    volume_index: int = 0
+    volume_index: int | None = None
     nan_policy: str = "error"
 
 
 @functools.lru_cache(maxsize=2)
-def _load_unit(path: str, intensity: Intensity, channels: int, slice_axis: int, volume_index: int,
+def _load_unit(path: str, intensity: Intensity, channels: int, slice_axis: int, volume_index: int | None,
                nan_policy: str) -> np.ndarray:
     record = read(path, slice_axis=slice_axis, volume_index=volume_index, nan_policy=nan_policy)  # type: ignore[arg-type]
     return to_channels(intensity.forward(record.array), channels).astype(np.float32)

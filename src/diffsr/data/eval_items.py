@@ -86,7 +86,7 @@ def load_eval_items(
     percentiles: tuple[float, float] = (0.5, 99.5),
     window: tuple[float, float] | None = None,
     slice_axis: int = 2,
-    volume_index: int = 0,
+    volume_index: int | None = None,
     min_foreground: float = 0.05,
     max_slices: int | None = None,
     lr_dir: str | Path | None = None,

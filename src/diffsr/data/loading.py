@@ -74,7 +74,7 @@ def _load(
     percentiles: tuple[float, float],
     window: tuple[float, float] | None,
     slice_axis: int,
-    volume_index: int,
+    volume_index: int | None,
     min_foreground: float,
     nan_policy: str = "error",
     intensity: Intensity | None = None,

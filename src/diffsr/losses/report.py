@@ -23,7 +23,17 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-__all__ = ["LossReport", "ScalarWriter", "TermReport", "log_report"]
+from diffsr.core.errors import DiffsrError
+
+__all__ = ["DeadTermError", "LossReport", "NonFiniteError", "ScalarWriter", "TermReport", "log_report"]
+
+
+class NonFiniteError(DiffsrError):
+    """Training produced NaN/Inf losses (policy 'stop', or too many consecutive bad steps)."""
+
+
+class DeadTermError(DiffsrError):
+    """A loss term was active for many steps but contributed exactly 0 every time."""
 
 
 @dataclass

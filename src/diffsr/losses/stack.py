@@ -37,11 +37,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from diffsr.core.errors import ConfigError, DiffsrError
+from diffsr.core.errors import ConfigError
 from diffsr.losses.latent import LatentL1Loss, LatentL2Loss, latent_error
 from diffsr.losses.latent import _resize_mask as _resize_mask
 from diffsr.losses.plan import StepPlan, plan_step
-from diffsr.losses.report import LossReport
+from diffsr.losses.report import DeadTermError, LossReport, NonFiniteError
 from diffsr.losses.schedules import Adaptive
 from diffsr.losses.term import LossTerm
 
@@ -62,14 +62,6 @@ logger = logging.getLogger(__name__)
 Decode = Callable[[Tensor, Tensor], Tensor]
 
 NonFinitePolicy = Literal["skip_term", "skip_step", "stop"]
-
-
-class NonFiniteError(DiffsrError):
-    """Training produced NaN/Inf losses (policy 'stop', or too many consecutive bad steps)."""
-
-
-class DeadTermError(DiffsrError):
-    """A loss term was active for many steps but contributed exactly 0 every time."""
 
 
 @dataclass
@@ -137,10 +129,19 @@ class LossStack(nn.Module):
         self.diffusion_weight = float(diffusion_weight)
         self.dead_after = dead_after
         self._bad_steps = 0
+        self._streak: tuple[int, set[str]] = (0, set())  # first step and terms of the running bad streak
         self._dead_counts: dict[str, int] = {}
         self._ratios: dict[str, Tensor] = {}
         self._gan_cache: dict[str, tuple[Tensor, Tensor]] = {}
         self._step = 0
+
+    def flush_nonfinite(self) -> None:
+        """Warn once about the streak of steps with a NaN/Inf term that just ended, and reset it."""
+        if self._bad_steps:
+            logger.warning("steps %d-%d: non-finite loss in %s (%d step(s), %s)", self._streak[0],
+                           self._streak[0] + self._bad_steps - 1, ", ".join(sorted(self._streak[1])), self._bad_steps,
+                           "steps skipped" if self.nonfinite_policy == "skip_step" else "terms dropped")
+        self._bad_steps, self._streak = 0, (0, set())
 
     # ------------------------------------------------------------------ introspection
     @property
@@ -484,12 +485,12 @@ class LossStack(nn.Module):
                     f"(up to step {self._step}); lower the learning rate or check the data"
                 )
             skip_step = self.nonfinite_policy == "skip_step"
-            logger.warning(
-                "step %d: non-finite loss in %s (%s)", self._step, ", ".join(bad),
-                "step skipped" if skip_step else "term dropped",
-            )
+            # one warning per streak, when it ends (flush_nonfinite): a diverging run shows its error, not
+            # max_consecutive - 1 warnings before it
+            self._streak = (self._streak[0] if self._bad_steps > 1 else self._step, self._streak[1] | set(bad))
+            logger.debug("step %d: non-finite loss in %s", self._step, ", ".join(bad))
         else:
-            self._bad_steps = 0
+            self.flush_nonfinite()
         self._track_dead(live, finite, zero)
 
         kept = [r.contribution for r, ok in zip(live, finite, strict=True) if ok]

@@ -8,7 +8,7 @@ bounded by the tile size.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,10 @@ def load_model(ckpt: str | Path, *, ema: bool = True, device: str | torch.device
     config = load_saved_config(raw, f"{data['path']}/config.yaml", base=data["path"] if model_folder else None)
     model = build_model(config)
     weights = data["ema"] if (ema and data["ema"] is not None) else data["model"]
-    load_trainable_state(model, weights)
+    try:
+        load_trainable_state(model, weights)
+    except CheckpointError as err:
+        raise CheckpointError(f"{data['path']}: the weights do not match its config.yaml: {err}") from None
     device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device).eval()
     used_ema = data["meta"].get("weights") == "ema" if model_folder else data["ema"] is not None and ema
@@ -162,6 +165,7 @@ class _Run:
         b, _, h, w = lr.shape
         s = loaded.scale
         tiled = bool(tile) and (h * s > tile or w * s > tile)  # type: ignore[operator]
+        overlap = cfg.overlap if overlap is None else overlap
         # exact tiling: the untiled computation with the net evaluated tile by tile (None: blend / untiled)
         net: Callable[..., Tensor] | None = None
         if tiled and cfg.tile_mode != "blend":
@@ -172,10 +176,13 @@ class _Run:
             except ExactTilingError as err:
                 if cfg.tile_mode == "exact":
                     raise
+                _check_blend_tile(loaded, tile, overlap, also=str(err))  # type: ignore[arg-type]
                 log.warning("%s: blending independent tiles instead (sample.tile_mode auto); they differ from the "
                             "whole-image result (docs/data.md, section 5)", err)
-        return cls(loaded, lr.device, steps or cfg.steps, tile, cfg.overlap if overlap is None else overlap,
-                   cfg.seed if seed is None else seed, net, tiled and net is None, cfg.detail)
+        if tiled and net is None:
+            _check_blend_tile(loaded, tile, overlap)  # type: ignore[arg-type]
+        return cls(loaded, lr.device, steps or cfg.steps, tile, overlap, cfg.seed if seed is None else seed, net,
+                   tiled and net is None, cfg.detail)
 
     @property
     def scale(self) -> int:
@@ -229,6 +236,23 @@ class _Run:
 
         return tiled_apply(run_tile, lr_up, tile=self.tile, overlap=self.overlap, multiple=d,  # type: ignore[arg-type]
                            with_origin=True)
+
+
+def _check_blend_tile(loaded: LoadedModel, tile: int, overlap: int, also: str = "") -> None:
+    """ConfigError naming --tile and its minimum when blend tiles of ``tile`` HR pixels cannot work
+    (``also``: why exact tiles cannot either, added to the message)."""
+    from diffsr.core.errors import ConfigError
+
+    model = loaded.model
+    unit = loaded.scale if model.is_baseline else model.codec.downsample  # tiles are multiples of it
+    usable = (tile // loaded.scale) * loaded.scale if model.is_baseline else (tile // unit) * unit
+    overlap_px = (overlap // loaded.scale) * loaded.scale if model.is_baseline else overlap
+    if usable >= unit and 2 * overlap_px < usable:
+        return
+    minimum = (2 * overlap_px // unit + 1) * unit
+    exact = f" (and for exact tiles: {also})" if also else ""
+    raise ConfigError(f"--tile (sample.tile) {tile}: too small for blended tiles with overlap {overlap}: at least "
+                      f"{minimum} HR pixels; raise --tile or lower --overlap{exact}")
 
 
 def upsample_lr(lr: Tensor, scale: int) -> Tensor:
@@ -285,18 +309,6 @@ def upsample_like(lr: Tensor, scale: int) -> Tensor:
     return lr.new_empty(*lr.shape[:2], lr.shape[-2] * scale, lr.shape[-1] * scale)
 
 
-def check_output_dir(out: Path, inputs: Iterable[Path]) -> None:
-    """Refuse an output folder inside an input folder (outputs would be re-read as inputs)."""
-    out_r = out.resolve()
-    for p in inputs:
-        p_r = p.resolve()
-        root = p_r if p_r.is_dir() else p_r.parent
-        if p_r.is_dir() and (out_r == root or root in out_r.parents):
-            raise DataError(f"{out}: output folder is inside the input folder {p}; choose another --out")
-        if p_r.is_file() and out_r == p_r:
-            raise DataError(f"{out}: output path is the input file")
-
-
 def sr_files(
     loaded: LoadedModel,
     inputs: list[Path],
@@ -309,6 +321,10 @@ def sr_files(
     normalization: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     calibration: Any = None,
+    percentiles: tuple[float, float] | None = None,
+    window: tuple[float, float] | None = None,
+    volume_index: int | None = None,
+    on_error: Callable[[Path, DiffsrError], None] | None = None,
     method: Callable[..., Tensor] | None = None,
 ) -> list[Path]:
     """Super-resolve image files, folders, DICOM series and NIfTI volumes into ``out``.
@@ -318,74 +334,126 @@ def sr_files(
     ``loaded`` then needs only ``config`` and ``scale``.
 
     Each input keeps its format: PNG/TIFF with the input's bit depth and mode, NIfTI with the
-    in-plane spacing divided by the scale, DICOM series with new UIDs. With ``samples > 1``
-    the mean of N samples is written plus a per-pixel standard deviation map (``*_std``).
-    With a :class:`~diffsr.sampling.calibration.Calibration` (fitted for these sampling
-    options) the intervals ``[mean - lam lo, mean + lam up]`` are written as ``*_lo`` and
-    ``*_hi`` images in the output's format and units, and ``*_std`` holds the calibrated
+    in-plane spacing divided by the scale, DICOM series with new UIDs; values are in the input's
+    units (the intensity mapping is inverted exactly; ``<output>.json`` records it). With
+    ``samples > 1`` the mean of N samples is written plus a per-pixel standard deviation map
+    (``*_std``). With a :class:`~diffsr.sampling.calibration.Calibration` (fitted for these
+    sampling options) the intervals ``[mean - lam lo, mean + lam up]`` are written as ``*_lo``
+    and ``*_hi`` images in the output's format and units, and ``*_std`` holds the calibrated
     half-width ``lam (lo + up) / 2`` instead of the raw standard deviation.
+
+    normalization: a policy (:mod:`diffsr.data.normalize`; default the model's
+    ``data.normalization``), with ``percentiles`` / ``window`` (default the model's). A policy
+    taken from the model that clearly does not fit an input (``dtype`` on 14-bit counts in a
+    uint16) is refused for that input; one given explicitly is used with a warning. Anything
+    ``percentile`` / ``window`` saturates is reported with its share of values.
+    volume_index: the volume of a 4-D NIfTI (None: a 4-D file with several volumes is an error).
+
+    Every output path is decided and checked before any compute (:func:`plan_outputs`: two
+    inputs writing one output, an output overwriting an input). on_error: called with each input
+    that fails (a user error: unreadable, too large for memory, ...) before going on to the next;
+    None: the first failure is raised.
     """
+    from diffsr.core.atomic import remove_stale_temporaries
     from diffsr.data.degrade import DEGRADATIONS
-    from diffsr.data.io import list_inputs, read, write
-    from diffsr.data.normalize import default_policy, fit_intensity
+    from diffsr.data.io import list_inputs
+    from diffsr.sampling.files import check_output_dir, plan_outputs
 
     degradation = loaded.config.data.degradation.name
     if DEGRADATIONS.caps(degradation).one_axis:
-        raise DiffsrError(f"{loaded.checkpoint}: a through-plane model (degradation '{degradation}'): it needs the "
-                          f"thick slices interpolated along one axis; use 'diffsr iso VOLUME --model RUN'")
+        raise DiffsrError(f"{getattr(loaded, 'checkpoint', 'the model')}: a through-plane model (degradation "
+                          f"'{degradation}'): it needs the thick slices interpolated along one axis; use "
+                          f"'diffsr iso VOLUME --model RUN'")
     files: list[Path] = []
     for p in inputs:
         files += list_inputs(Path(p))
     check_output_dir(out, [Path(p) for p in inputs])
-    data_cfg = loaded.config.data
+    extras = ("std", "lo", "hi") if samples > 1 and calibration is not None else ("std",) if samples > 1 else ()
+    plans = plan_outputs([Path(p) for p in inputs], files, out, extras=extras)
+    remove_stale_temporaries(out)  # left by an earlier sr killed mid-write
+    options = _FileOptions(steps, tile, overlap, samples, calibration, normalization, percentiles, window,
+                           volume_index, method)
     written: list[Path] = []
-    for path in files:
-        record = read(path, volume_index=data_cfg.volume_index, slice_axis=data_cfg.slice_axis)
-        policy = normalization or data_cfg.normalization
-        if policy == "auto":
-            policy = default_policy(record)
-        intensity = fit_intensity(record, policy, data_cfg.percentiles, data_cfg.window)
-        unit = intensity.forward(record.array)
-        n, c, h, w = unit.shape
-        if min(h, w) < 4:
-            raise DataError(f"{path}: image {w}x{h} is too small to super-resolve")
-        outs, stds, bounds = [], [], []
-        for i in range(n):
-            lr = torch.from_numpy(np.ascontiguousarray(unit[i : i + 1], dtype=np.float32))
-            run = method or (lambda x, **kw: super_resolve(loaded, x, **kw))
-            draws = [run(lr, steps=steps, tile=tile, overlap=overlap, seed=loaded.config.sample.seed + k)
-                     for k in range(samples)]
-            stack = torch.stack(draws)
-            outs.append(stack.mean(0).cpu().numpy())
-            if samples > 1 and calibration is not None:
-                spread, lower, upper = _calibrated(stack, calibration)
-                stds.append(spread)
-                bounds.append((lower, upper))
-            elif samples > 1:
-                stds.append(stack.std(0, correction=1).cpu().numpy())
-            if progress:
-                progress(path.name, i + 1, n)
-        sr = np.concatenate(outs, 0)
-        name = _output_name(path, record)
-        written.append(write(out / name, sr, like=record, intensity=intensity, scale=loaded.scale))
-        if stds:
-            std = np.concatenate(stds, 0)
-            written.append(write_std(out / _std_name(name), std, like=record, intensity=intensity, scale=loaded.scale))
-        for k, suffix in enumerate(("lo", "hi")):
-            if bounds:
-                bound = np.concatenate([b[k] for b in bounds], 0)
-                written.append(write(out / _std_name(name, suffix), bound, like=record, intensity=intensity,
-                                     scale=loaded.scale))
+    for plan in plans:
+        try:
+            written += _sr_file(loaded, plan, options, progress)
+        except DiffsrError as err:
+            if on_error is None or not isinstance(err, DataError):
+                raise
+            on_error(plan.source, err)
     return written
 
 
-def _calibrated(stack: Tensor, calibration: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(calibrated half-width, lower, upper) for N samples (N, B, C, H, W), in [0, 1] units."""
-    from diffsr.sampling.calibration import interval, interval_scales
+@dataclass
+class _FileOptions:
+    """The options of one sr_files call (see there)."""
 
-    mean, lo, up = interval_scales(stack.cpu().double().numpy(), calibration.interval, alpha=calibration.alpha)
-    lower, upper = interval(mean, lo, up, calibration.lam)
-    return calibration.lam * (lo + up) / 2, lower, upper
+    steps: int | None
+    tile: int | None
+    overlap: int | None
+    samples: int
+    calibration: Any
+    normalization: str | None
+    percentiles: tuple[float, float] | None
+    window: tuple[float, float] | None
+    volume_index: int | None
+    method: Callable[..., Tensor] | None = None  # in place of super_resolve (an ONNX graph)
+
+
+def _sr_file(loaded: LoadedModel, plan: Any, options: _FileOptions,
+             progress: Callable[[str, int, int], None] | None) -> list[Path]:
+    """Read, check, super-resolve and write one input (its plan); returns the image paths written."""
+    from diffsr.data.io import read, write
+    from diffsr.sampling.files import calibrated_interval, check_sr_memory, intensity_for, write_units_record
+
+    path, data_cfg = plan.source, loaded.config.data
+    record = read(path, volume_index=options.volume_index, slice_axis=data_cfg.slice_axis)
+    n, c, h, w = record.array.shape
+    if min(h, w) < 4:
+        raise DataError(f"{path}: image {w}x{h} is too small to super-resolve")
+    model = getattr(loaded, "model", None)  # None: an ONNX graph (run on the CPU)
+    device = str(next(iter(model.parameters()), torch.empty(0)).device) if model is not None else "cpu"
+    check_sr_memory(loaded, path, record.array.shape, samples=options.samples, tile=options.tile or
+                    loaded.config.sample.tile, itemsize=np.dtype(record.meta.get("dtype", "float32")).itemsize,
+                    device=device)
+    intensity, source = intensity_for(loaded, record, options.normalization, options.percentiles,
+                                      options.window)
+    unit = intensity.forward(record.array)
+    outs, stds, bounds = [], [], []
+    run = options.method or (lambda x, **kw: super_resolve(loaded, x, **kw))
+    for i in range(n):
+        lr = torch.from_numpy(np.ascontiguousarray(unit[i : i + 1], dtype=np.float32))
+        draws = [run(lr, steps=options.steps, tile=options.tile, overlap=options.overlap,
+                     seed=loaded.config.sample.seed + k) for k in range(options.samples)]
+        stack = torch.stack(draws)
+        outs.append(stack.mean(0).cpu().numpy())
+        if options.samples > 1 and options.calibration is not None:
+            spread, lower, upper = calibrated_interval(stack, options.calibration)
+            stds.append(spread)
+            bounds.append((lower, upper))
+        elif options.samples > 1:
+            stds.append(stack.std(0, correction=1).cpu().numpy())
+        del draws, stack
+        if progress:
+            progress(path.name, i + 1, n)
+    del unit
+    sr = outs[0] if n == 1 else np.concatenate(outs, 0)
+    del outs
+    written = {"sr": write(plan.sr, sr, like=record, intensity=intensity, scale=loaded.scale)}
+    if stds:
+        written["std"] = write_std(plan.extras["std"], np.concatenate(stds, 0), like=record, intensity=intensity,
+                                   scale=loaded.scale)
+    for k, suffix in enumerate(("lo", "hi")):
+        if bounds:
+            bound = np.concatenate([b[k] for b in bounds], 0)
+            written[suffix] = write(plan.extras[suffix], bound, like=record, intensity=intensity, scale=loaded.scale)
+    default_steps = model.process.default_steps if model is not None else 1  # an ONNX graph: one step
+    sampling = {"steps": options.steps or loaded.config.sample.steps or default_steps,
+                "samples": options.samples, "tile": options.tile or loaded.config.sample.tile,
+                "seed": loaded.config.sample.seed}
+    write_units_record(plan, record=record, intensity=intensity, policy_source=source, loaded=loaded,
+                       options=sampling, written=written)
+    return list(written.values())
 
 
 def write_std(path: Path, std_unit: np.ndarray, *, like: Any, intensity: Any, scale: int) -> Path:
@@ -400,22 +468,6 @@ def write_std(path: Path, std_unit: np.ndarray, *, like: Any, intensity: Any, sc
 
     spread = Intensity(policy=intensity.policy, lo=0.0, hi=float(intensity.hi - intensity.lo))
     return write(path, std_unit, like=like, intensity=spread, scale=scale)
-
-
-def _output_name(path: Path, record: Any) -> str:
-    fmt = record.meta.get("format")
-    if fmt == "dicom":
-        return (path.name if path.is_dir() else path.stem) + "_sr"
-    if path.name.endswith(".nii.gz"):
-        return path.name[: -len(".nii.gz")] + "_sr.nii.gz"
-    return f"{path.stem}_sr{path.suffix}"
-
-
-def _std_name(name: str, suffix: str = "std") -> str:
-    if name.endswith(".nii.gz"):
-        return name[: -len(".nii.gz")] + f"_{suffix}.nii.gz"
-    p = Path(name)
-    return f"{p.stem}_{suffix}{p.suffix}" if p.suffix else f"{name}_{suffix}"
 
 
 def match_channels(fn: Callable[[Tensor], Tensor], lr: Tensor, channels: int, where: str) -> Tensor:
@@ -476,6 +528,11 @@ def method_from_spec(
         p = Path(path)
         if p.is_dir():  # a baseline trained by `diffsr train edsr ...`: a normal diffsr run
             _, run = method_from_spec(path, scale, steps=1, device=device)
+            net = run.loaded.config.net.name  # type: ignore[attr-defined]
+            if net != kind:  # a diffusion run (or another baseline) shown under the baseline's name
+                right = f"{net}:{path}" if run.loaded.model.is_baseline else path  # type: ignore[attr-defined]
+                raise DiffsrError(f"--method {spec}: {path} is a run of net '{net}', not of '{kind}'; "
+                                  f"pass --method {right}")
             return kind, run
         from diffsr.nets.baselines import load_baseline
 

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["read_latest", "restore_optimizer", "restore_weights", "save_training_checkpoint", "stack_state"]
+__all__ = ["check_resumable", "read_latest", "restore_optimizer", "restore_weights", "save_training_checkpoint",
+           "stack_state"]
 
 
 def stack_state(stack: torch.nn.Module) -> dict[str, Any]:
@@ -109,9 +110,52 @@ def read_latest(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     return found[-1], ckpt
 
 
-def restore_weights(trainer: Trainer, ckpt: dict[str, Any]) -> None:
+#: config sections whose change makes a checkpoint's weights mean something else
+RESUME_KEYS = ("data.scale", "data.channels", "codec", "net", "process")
+
+
+def _flat(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}.{key}"))
+        return out
+    return {prefix: value}
+
+
+def check_resumable(path: Path, ckpt: dict[str, Any], config: Any) -> None:
+    """CheckpointError (one line naming the key) when ``config`` differs from the checkpoint's own
+    config.yaml in :data:`RESUME_KEYS`: resuming would train the weights as another model."""
+    import yaml
+
+    from diffsr.config import load_saved_config
+
+    try:
+        raw = yaml.safe_load(ckpt["config_yaml"])
+    except yaml.YAMLError:
+        raise CheckpointError(f"{path}/config.yaml: invalid YAML") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}/config.yaml: not a config mapping")
+    saved = load_saved_config(raw, f"{path}/config.yaml").model_dump(mode="json")
+    now = config.model_dump(mode="json")
+    for key in RESUME_KEYS:
+        section, _, field = key.partition(".")
+        old = _flat(saved[section][field] if field else saved[section], key)
+        new = _flat(now[section][field] if field else now[section], key)
+        for name in sorted(set(old) | set(new)):
+            if old.get(name) != new.get(name):
+                raise CheckpointError(
+                    f"--resume: {name} is {new.get(name)!r}, but the run in {path.parent.parent} was trained with "
+                    f"{old.get(name)!r}; resume with the run's config (its config.yaml) or train into a new --out")
+
+
+def restore_weights(trainer: Trainer, ckpt: dict[str, Any], path: Path | None = None) -> None:
     """Model and EMA weights, step and counters (before sharding and before the optimiser exists)."""
-    load_trainable_state(trainer.raw_model, ckpt["model"])
+    try:
+        load_trainable_state(trainer.raw_model, ckpt["model"])
+    except CheckpointError as err:  # the config matched (check_resumable): the weights do not fit it
+        raise CheckpointError(f"{path or trainer.run_dir}: the weights do not match the checkpoint's own "
+                              f"config.yaml: {err}") from None
     if trainer.ema is not None and ckpt["ema"] is not None:
         ema_state = {plain_key(k): v for k, v in ckpt["ema"].items()}  # an old compiled run's keys
         trainer.ema.load_state_dict({**trainer.ema.shadow.state_dict(), **ema_state})

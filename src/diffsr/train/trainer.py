@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from diffsr.config import Config
-from diffsr.core.errors import ConfigError, DiffsrError
+from diffsr.core.errors import CheckpointError, ConfigError, DiffsrError
 from diffsr.losses.stack import NonFiniteError
 from diffsr.model import SRModel, StepOutputs, build_model, load_trainable_state, stack_inputs, trainable_state
 from diffsr.train.batches import BatchStream, StepBatches, global_seed, step_batches, step_generator
@@ -39,6 +39,7 @@ from diffsr.train.distributed import (
 from diffsr.train.ema import EMA
 from diffsr.train.logs import TrainLog, progress_bar
 from diffsr.train.state import (
+    check_resumable,
     read_latest,
     report_dict,
     restore_optimizer,
@@ -101,6 +102,9 @@ def lr_lambda(config: Config) -> Callable[[int], float]:
 class Trainer:
     """Train an SRModel with the loss stack described by a Config.
 
+    resume: continue from the newest checkpoint in ``run_dir`` (its data.scale / channels, codec,
+    net and process must equal the config's: :func:`~diffsr.train.state.check_resumable`); when there
+    is none, True starts from scratch with a warning and "must" is an error.
     model_hook: called with the freshly built model before anything else sees it (one-step
     distillation initialises the student from its teacher there).
     datasets: (train, val) to train on instead of those ``config.data`` describes (e.g. the
@@ -113,7 +117,7 @@ class Trainer:
         config: Config,
         run_dir: str | Path,
         *,
-        resume: bool = False,
+        resume: bool | str = False,
         progress: bool = True,
         cpu: bool | None = None,
         model_hook: Callable[[SRModel], SRModel] | None = None,
@@ -143,9 +147,12 @@ class Trainer:
         # weights first (into the plain model, before sharding), optimiser state after it exists
         ckpt = read_latest(self.run_dir) if self.resume else None
         if self.resume and ckpt is None:
-            log.info("no checkpoint in %s: starting from scratch", self.run_dir)
+            if self.resume == "must":
+                raise CheckpointError(f"{self.run_dir}: --resume=must, but the run holds no complete checkpoint")
+            log.warning("%s: --resume: no checkpoint to resume from; training starts from scratch", self.run_dir)
         if ckpt is not None:
-            restore_weights(self, ckpt[1])
+            check_resumable(ckpt[0], ckpt[1], cfg)
+            restore_weights(self, ckpt[1], ckpt[0])
         if cfg.train.audit and self.step == 0:
             self._audit_reachability()  # plain autograd on the unsharded model, on every process
         if self.sharded:
@@ -202,6 +209,7 @@ class Trainer:
         model = build_model(cfg)
         if self.model_hook is not None:
             model = self.model_hook(model)
+        check_batch_memory(cfg, model, str(acc.device), self.local_batch)
         if self.datasets is not None:
             self.train_set, self.val_set = self.datasets
         else:
@@ -455,6 +463,7 @@ class Trainer:
                 self._log.final_grid(self.val_grid, self.run_dir / "val_grid.png")
         finally:
             self._log.close()  # a stopped run keeps its curves (skipped steps included)
+        getattr(self.stack, "flush_nonfinite", lambda: None)()  # a NaN/Inf streak the run ended in
         seconds = time.perf_counter() - self._t0
         self._last_ckpt = self.save(self._last_report) or self._last_ckpt
         return TrainResult(
@@ -526,6 +535,23 @@ class Trainer:
     def skipped_discriminator(self) -> int:
         """Discriminator steps skipped for a NaN/Inf loss or gradient (kept in the stack's state)."""
         return sum(int(getattr(m, "skipped_steps", 0)) for m in self.stack.modules())
+
+
+def check_batch_memory(config: Config, model: SRModel, device: str, batch: int) -> None:
+    """ConfigError (one line, before any data is read) when one training step clearly needs more memory
+    than ``device`` has: a lower estimate, the batch tensors (hr, lr_up, noise, z_t, estimate, mask)
+    plus 8 activations of ``net.width`` channels on the latent grid kept for the backward pass."""
+    from diffsr.core.memory import check_memory
+
+    p, c = config.data.patch_size, config.data.channels
+    d = getattr(model.codec, "downsample", 1) or 1
+    width = int(getattr(config.net, "width", 64) or 64)
+    need = 4 * batch * (6 * c * p * p + 8 * width * (p // d + 1) ** 2)
+    try:
+        check_memory(need, f"training with data.patch_size {p}, batch {batch} per process, net width {width}",
+                     device=device, hint="lower data.patch_size or data.batch_size")
+    except DiffsrError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _saved(checkpoint: Path | None) -> str:

@@ -98,7 +98,7 @@ def check_model(loaded: Any, plan: IsoPlan, where: str) -> None:
 
 
 def _prepare_out(out: Path, volume: Volume, fmt: str, train: bool) -> None:
-    from diffsr.sampling.infer import check_output_dir
+    from diffsr.sampling.files import check_output_dir
 
     check_output_dir(out, [volume.path])
     if out.exists() and not out.is_dir():

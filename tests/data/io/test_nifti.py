@@ -85,3 +85,52 @@ def test_nifti_4d_volume_index(tmp_path: Path) -> None:
     assert record.array.shape == (7, 1, 6, 5)
     np.testing.assert_array_equal(record.array[:, 0], np.moveaxis(data[..., 2], 1, 0))
     assert record.meta["spacing"] == [2.0, 4.0, 3.0]
+
+
+# ----------------------------------------------------------------------------- issue 18: headers never guessed
+
+
+def test_4d_nifti_without_volume_index_is_an_error(tmp_path: Path) -> None:
+    from diffsr.core.errors import DataError
+
+    data = np.random.default_rng(0).random((8, 9, 3, 2)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "fmri.nii.gz")
+    with pytest.raises(DataError, match=r"4-D NIfTI with 2 volumes.*--volume-index") as info:
+        read(tmp_path / "fmri.nii.gz")
+    assert "\n" not in str(info.value)
+    np.testing.assert_array_equal(read(tmp_path / "fmri.nii.gz", volume_index=1).array[:, 0],
+                                  np.moveaxis(data[..., 1], 2, 0))
+    # a 4-D file holding one volume needs no index
+    nib.save(nib.Nifti1Image(data[..., :1], np.eye(4)), tmp_path / "one.nii.gz")
+    assert read(tmp_path / "one.nii.gz").array.shape == (3, 1, 8, 9)
+
+
+def test_nifti_with_a_negative_dimension_is_one_line(tmp_path: Path) -> None:
+    import struct
+
+    from diffsr.core.errors import DataError
+
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 2), np.float32), np.eye(4)), tmp_path / "neg.nii")
+    data = bytearray((tmp_path / "neg.nii").read_bytes())
+    struct.pack_into("<8h", data, 40, 3, 8, -8, 2, 1, 1, 1, 1)  # dim[2] = -8
+    (tmp_path / "neg.nii").write_bytes(bytes(data))
+    with pytest.raises(DataError, match="dimensions") as info:
+        read(tmp_path / "neg.nii")
+    assert str(info.value).startswith(str(tmp_path / "neg.nii"))
+
+
+def test_ct_nifti_in_hounsfield_units_keeps_its_full_range(tmp_path: Path) -> None:
+    """auto normalization on CT (air at -1000 HU): min..max, so bone at 1280 HU is not clipped to a
+    percentile (368 HU), and the inverse gives every HU back."""
+    rng = np.random.default_rng(1)
+    hu = np.full((24, 24, 4), -1000, np.int16)  # air
+    hu[4:20, 4:20] = rng.integers(20, 60, (16, 16, 4))  # soft tissue
+    hu[10, 10] = 1280  # a little bone: 0.2 % of the voxels, above the 99.5th percentile
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), tmp_path / "ct.nii.gz")
+    record = read(tmp_path / "ct.nii.gz")
+    assert default_policy(record) == "minmax"
+    intensity = fit_intensity(record, "auto")
+    assert (intensity.lo, intensity.hi) == (-1000.0, 1280.0)
+    assert fit_intensity(record, "percentile").hi < 1280  # what the MRI default would have done
+    out = write(tmp_path / "o.nii.gz", intensity.forward(record.array), like=record, intensity=intensity)
+    np.testing.assert_array_equal(np.asanyarray(nib.load(out).dataobj), hu)

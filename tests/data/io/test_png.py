@@ -170,3 +170,49 @@ def test_png_slice_folder_is_written_via_a_temporary_sibling(tmp_path: Path, mon
         io.write(tmp_path / "vol.png", unit * 0.5, like=like, intensity=intensity, scale=1)
     assert sorted(p.name for p in out.iterdir()) == [f"vol_{i:04d}.png" for i in range(3)]
     assert not list(tmp_path.glob(".tmp-*")) and not list(tmp_path.glob(".old-*"))
+
+
+def _inflating_png(path: Path, side: int, depth: int, ctype: int) -> Path:
+    """A valid PNG of side x side all-zero pixels: a few hundred KB that inflate to side^2 x bytes."""
+    channels = {0: 1, 2: 3}[ctype]
+    rows = 64
+    block = b"\0" * ((1 + side * channels * depth // 8) * rows)  # filter byte 0 + zero samples, 64 rows
+    # a full flush resets the compressor, so every block after the first compresses to the same bytes:
+    # build the stream from one compressed block repeated (with the true Adler-32 of all the data)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate; zlib header and checksum added here
+    again = packer.compress(block) + packer.flush(zlib.Z_FULL_FLUSH)
+    n, adler = side // rows, 1
+    for _ in range(n):
+        adler = zlib.adler32(block, adler)
+    tail = b"\0" * ((1 + side * channels * depth // 8) * (side - n * rows))
+    adler = zlib.adler32(tail, adler)
+    body = b"\x78\xda" + again * n + packer.compress(tail) + packer.flush() + struct.pack(">I", adler)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, depth, ctype, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize(("depth", "ctype"), [(16, 0), (16, 2), (8, 0)], ids=["grey16", "rgb16", "grey8"])
+def test_png_that_inflates_to_400mb_is_refused_before_decoding(tmp_path: Path, depth: int, ctype: int) -> None:
+    """A ~400 KB PNG whose pixels inflate to ~400 MB: refused from its IHDR (issue 18), never decoded
+    (the test's traced allocations stay far below the decoded size)."""
+    import tracemalloc
+
+    from diffsr.core.errors import DataError
+
+    side = 14142 if ctype == 0 and depth == 16 else 20000 if depth == 8 else 8165  # ~400 MB once decoded
+    path = _inflating_png(tmp_path / "bomb.png", side, depth, ctype)
+    assert path.stat().st_size < 1_000_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="too large") as info:
+            read(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(info.value).startswith(str(path)) and "nothing was decoded" in str(info.value)
+    assert peak < 20_000_000  # the decoded image would be 400 MB (800 MB as float32)

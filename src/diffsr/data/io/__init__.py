@@ -35,10 +35,13 @@ from diffsr.data.io.npy import _read_npy, _write_npy
 from diffsr.data.io.png import _png16_read, _png16_write, _read_png, _write_png, _write_png_file  # noqa: F401
 from diffsr.data.io.record import (
     MAX_ELEMENTS,
+    MAX_IMAGE_VALUES,
     NanPolicy,
     Record,
-    _cast,
+    _cast,  # noqa: F401
+    _check_regular,
     _fail,
+    _file_values,
     _inverse,
     _stem,  # noqa: F401
     _suffix,
@@ -86,14 +89,15 @@ def format_of(path: str | Path) -> str | None:
 def read(
     path: str | Path,
     *,
-    volume_index: int = 0,
+    volume_index: int | None = None,
     slice_axis: int = 2,
     nan_policy: NanPolicy = "error",
 ) -> Record:
     """Read an image, volume or DICOM series into a :class:`Record` (float32 (N, C, H, W), file units).
 
     path: a .png/.tif/.tiff/.npy/.nii/.nii.gz/.dcm file, or a folder of DICOM slices (one series).
-    volume_index: which volume of a 4-D NIfTI (an error when out of range).
+    volume_index: which volume of a 4-D NIfTI (an error when out of range). None: the file must
+    hold one volume; a 4-D NIfTI with several is an error that asks for it (never "volume 0").
     slice_axis: the NIfTI axis whose slices become the N 2-D images; H and W are the two other
     axes in file order (no reorientation).
     nan_policy: "error" (DataError on NaN/Inf in float data) or "zero" (replace with 0, logged).
@@ -106,6 +110,7 @@ def read(
         if not _dicom_files(path):
             raise _fail(path, "folder holds no DICOM files (use list_inputs for a folder of images)")
         return _read_dicom(path)
+    _check_regular(path)
     fmt = format_of(path)
     if fmt is None:
         raise _fail(path, f"unknown image format '{_suffix(path) or path.name}' (use {', '.join(FORMATS)})")
@@ -139,14 +144,20 @@ def list_inputs(path: str | Path) -> list[Path]:
     path = Path(path)
     if not path.exists():
         raise _fail(path, "no such file or folder")
-    if path.is_file():
+    if not path.is_dir():
+        _check_regular(path)  # a FIFO, a device, /dev/stdin: one line, not an attempt to list it
         return [path]
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    try:
+        entries = list(path.iterdir())
+    except OSError as err:
+        raise _fail(path, f"cannot list the folder ({err.strerror or type(err).__name__})") from None
+    # FIFOs, devices and sockets in a folder are not images: skipped like other non-image files
+    files = sorted(p for p in entries if p.is_file() and not p.name.startswith("."))
     dicoms = [p for p in files if _is_dicom_file(p)]
     images = [p for p in files if _suffix(p) in _SUFFIX_FORMAT and p not in dicoms]
     found: list[Path] = [path] if dicoms else []
     found += images
-    folders = (d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    folders = (d for d in entries if d.is_dir() and not d.name.startswith("."))
     found += sorted(d for d in folders if _dicom_files(d))
     if not found:
         raise _fail(path, f"no images found (looked for {', '.join(IMAGE_SUFFIXES)} and DICOM series)")
@@ -189,27 +200,26 @@ def write(
         raise ValueError(f"array_unit: expected (N, C, H, W) with C = 1 or 3, got {unit.shape}")
     if scale < 1:
         raise ValueError(f"scale: expected >= 1, got {scale}")
-    unit = np.clip(unit, 0.0, 1.0)
     dtype = np.dtype(like.meta.get("dtype", "float32"))
     if fmt == "png":
         if dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
             log.info("%s: %s source written as a 16-bit PNG of the [0, 1] image", path, dtype)
-            return _write_png(path, _cast(unit * 65535.0, np.dtype(np.uint16)))
-        return _write_png(path, _cast(_inverse(intensity, unit), dtype))
-    values = _inverse(intensity, unit)
+            return _write_png(path, _file_values(unit, lambda u: u * 65535.0, np.dtype(np.uint16)))
+        return _write_png(path, _file_values(unit, _inverse(intensity), dtype))
     if fmt == "tiff":
-        return _write_tiff(path, _cast(values, dtype))
+        return _write_tiff(path, _file_values(unit, _inverse(intensity), dtype), like)
     if fmt == "npy":
-        return _write_npy(path, _cast(values, dtype), like)
+        return _write_npy(path, _file_values(unit, _inverse(intensity), dtype), like)
     if fmt == "nifti":
-        return _write_nifti(path, values, like, scale)
-    return _write_dicom(path, values, like, scale)
+        return _write_nifti(path, unit, _inverse(intensity), like, scale)
+    return _write_dicom(path, unit, _inverse(intensity), like, scale)
 
 
 __all__ = [
     "FORMATS",
     "IMAGE_SUFFIXES",
     "MAX_ELEMENTS",
+    "MAX_IMAGE_VALUES",
     "NanPolicy",
     "Record",
     "format_of",

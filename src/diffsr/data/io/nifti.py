@@ -12,6 +12,7 @@ voxel grid (``diffsr iso``). nibabel is imported inside the functions.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +27,28 @@ from diffsr.data.io.record import (
     _check_dtype,
     _check_size,
     _fail,
+    _file_values,
     _finite,
     _int_range,
     _one_line,
 )
 
 
-def _read_nifti(path: Path, volume_index: int, slice_axis: int, nan_policy: NanPolicy) -> Record:
+def _read_nifti(path: Path, volume_index: int | None, slice_axis: int, nan_policy: NanPolicy) -> Record:
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
 
     try:
         img = nib.load(str(path))
-        shape = tuple(int(s) for s in img.shape)
-    except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as err:
+        shape = tuple(int(s) for s in img.header["dim"][1 : 1 + int(img.header["dim"][0])])
+    except (ImageFileError, OSError, EOFError, ValueError, IndexError, zlib.error) as err:
         raise _fail(path, f"unreadable NIfTI ({_one_line(err)})") from None
-    _check_size(path, shape[:3])  # one volume is read at a time
+    if not shape or min(shape) < 1:  # nibabel accepts dim[i] <= 0; arrays cannot have it
+        raise _fail(path, f"invalid NIfTI header: dimensions {shape} (each must be >= 1)")
+    if slice_axis not in (0, 1, 2):
+        raise _fail(path, f"slice_axis must be 0, 1 or 2, got {slice_axis}")
+    in_plane_dims = tuple(shape[a] for a in range(min(len(shape), 3)) if a != slice_axis)
+    _check_size(path, shape[:3], in_plane_dims)  # one volume is read at a time
     disk = np.dtype(img.get_data_dtype())
     _check_dtype(path, disk)
     if len(shape) == 2:  # a single 2-D image: one slice whatever slice_axis says
@@ -49,10 +56,13 @@ def _read_nifti(path: Path, volume_index: int, slice_axis: int, nan_policy: NanP
     if len(shape) not in (3, 4) and not (len(shape) > 4 and all(s == 1 for s in shape[4:])):
         raise _fail(path, f"unsupported NIfTI shape {shape} (expected 2-D, 3-D or 4-D)")
     n_volumes = shape[3] if len(shape) >= 4 else 1
+    if volume_index is None:
+        if n_volumes > 1:
+            raise _fail(path, f"4-D NIfTI with {n_volumes} volumes: choose one with --volume-index "
+                              f"(data.volume_index) 0..{n_volumes - 1}")
+        volume_index = 0
     if not 0 <= volume_index < n_volumes:
         raise _fail(path, f"volume_index {volume_index} is out of range: the file has {n_volumes} volume(s)")
-    if slice_axis not in (0, 1, 2):
-        raise _fail(path, f"slice_axis must be 0, 1 or 2, got {slice_axis}")
     try:
         proxy = img.dataobj
         if len(img.shape) == 2:
@@ -109,14 +119,15 @@ def _scaled_affine(affine: np.ndarray, axes: list[int], scale: int) -> np.ndarra
     return affine @ t
 
 
-def _write_nifti(path: Path, values: np.ndarray, like: Record, scale: int) -> Path:
+def _write_nifti(path: Path, unit: np.ndarray, to_file: Callable[[np.ndarray], np.ndarray], like: Record,
+                 scale: int) -> Path:
+    """Write ``unit`` (N, 1, H, W) in [0, 1] mapped by ``to_file`` to file units, stored like ``like``."""
     import nibabel as nib
 
-    if values.shape[1] != 1:
-        raise DataError(f"{path}: NIfTI output needs 1 channel, got {values.shape[1]}")
+    if unit.shape[1] != 1:
+        raise DataError(f"{path}: NIfTI output needs 1 channel, got {unit.shape[1]}")
     slice_axis = int(like.meta.get("slice_axis", 2))
     in_plane = [a for a in range(3) if a != slice_axis]
-    vol = np.moveaxis(values[:, 0], 0, slice_axis)
     dtype = np.dtype(like.meta.get("dtype", "float32"))
     if like.format == "nifti":
         header = like.headers[0].copy() if like.headers else nib.load(like.meta["path"]).header.copy()
@@ -136,10 +147,11 @@ def _write_nifti(path: Path, values: np.ndarray, like: Record, scale: int) -> Pa
     if scale != 1:
         affine = _scaled_affine(affine, in_plane, scale)
     if dtype.kind in "ui":
-        stored = _cast((vol - inter) / slope, dtype)
+        stored = _file_values(unit, lambda u: (to_file(u) - inter) / slope, dtype)
     else:
-        stored, slope, inter = vol.astype(dtype), 1.0, 0.0
-    img = nib.Nifti1Image(stored, affine, header)
+        stored, slope, inter = _file_values(unit, to_file, dtype), 1.0, 0.0
+    vol = np.moveaxis(stored[:, 0], 0, slice_axis)
+    img = nib.Nifti1Image(vol, affine, header)
     img.set_data_dtype(dtype)
     img.set_sform(affine, code=sform_code)
     img.set_qform(affine, code=qform_code)

@@ -27,12 +27,22 @@ def _check_npy_header(path: Path) -> None:
             offset = fh.tell()
     except (ValueError, OSError, EOFError, SyntaxError) as err:
         raise _fail(path, f"unsupported or unreadable .npy ({_one_line(err)})") from None
-    _check_size(path, tuple(shape))
+    shape = tuple(int(n) for n in shape)
+    _check_size(path, shape, _npy_image(shape))
     if not dtype.hasobject:
         need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         have = path.stat().st_size - offset
         if have < need:
             raise _fail(path, f"truncated .npy: the header claims {need} bytes of data, the file holds {have}")
+
+
+def _npy_image(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The dimensions of one 2-D image of an array of ``shape`` (see :func:`_read_npy` for the layouts)."""
+    if len(shape) == 3 and shape[0] not in (1, 3) and shape[-1] not in (3, 4):
+        return shape[1:]  # (N, H, W) slices
+    if len(shape) == 4:
+        return shape[1:]  # (N, C, H, W)
+    return shape
 
 
 def _read_npy(path: Path, nan_policy: NanPolicy) -> Record:

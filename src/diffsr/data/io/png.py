@@ -10,6 +10,7 @@ dtype; a record with N > 1 becomes a folder of per-slice PNGs.
 from __future__ import annotations
 
 import struct
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,20 @@ def _png16_write(path: Path, arr: np.ndarray) -> None:
     path.write_bytes(png)
 
 
+def _pillow_read(path: Path) -> tuple[str, np.ndarray]:
+    """(PIL mode, array) of a PNG Pillow can decode (palette -> RGB(A), 1-bit -> L)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        mode = im.mode
+        if mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif mode == "1":
+            im = im.convert("L")
+        return mode, np.asarray(im)
+
+
 def _read_png(path: Path) -> Record:
     from PIL import Image, UnidentifiedImageError
 
@@ -149,14 +164,11 @@ def _read_png(path: Path) -> Record:
         meta["mode"] = {2: "RGB;16", 4: "LA;16", 6: "RGBA;16"}[ctype]
     else:
         try:
-            with Image.open(path) as im:
-                im.load()
-                mode = im.mode
-                if mode == "P":
-                    im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-                elif mode == "1":
-                    im = im.convert("L")
-                arr = np.asarray(im)
+            # the IHDR size was checked against diffsr's own limits above; Pillow's
+            # DecompressionBombWarning would only add a line for an image already accepted
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                mode, arr = _pillow_read(path)
         except Image.DecompressionBombError as err:
             raise _fail(path, f"image too large ({_one_line(err)})") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, zlib.error) as err:
