@@ -42,6 +42,8 @@ def tiny_overrides(name: str, weights: dict[str, Path]) -> list[str]:
     cfg = load_config(name)
     sets = ["data.patch_size=32", "data.batch_size=2", "train.threads=2", "train.log_every=1",
             "train.time_limit=null", "data.val_images=1"]
+    if cfg.data.train is not None:  # ir-x4 / mri-x4 name the shared data: the built-in samples stand in
+        sets.append("data.train=null")
     if cfg.net.name == "unet":
         sets += ["net.size=tiny", "net.width=16", "net.channel_mult=[1,2]", "net.attention_levels=[]"]
     if cfg.codec.name == "vae":

@@ -33,9 +33,11 @@ def run_export(run: str, out: Path, *, dtype: str = "fp32", onnx: bool = False, 
 
 def run_sr_onnx(inputs: list[Path], onnx: Path, out: Path, *, steps: int | None, tile: int | None,
                 overlap: int | None, tile_mode: str | None, samples: int, refused: dict[str, Any],
-                progress: Callable[[str, int, int], None] | None = None) -> list[Path]:
+                progress: Callable[[str, int, int], None] | None = None,
+                file_options: dict[str, Any] | None = None) -> list[Path]:
     """``diffsr sr --onnx``: the same reading, writing and tiling as the PyTorch path, the graph instead
-    of the model. ``refused``: options an ONNX graph cannot honour (named in the error when set)."""
+    of the model. ``refused``: options an ONNX graph cannot honour (named in the error when set).
+    ``file_options``: sr_files' normalization / percentiles / window / volume_index / on_error."""
     from diffsr.export.runtime import OnnxModel
     from diffsr.sampling.infer import sr_files
 
@@ -51,4 +53,4 @@ def run_sr_onnx(inputs: list[Path], onnx: Path, out: Path, *, steps: int | None,
             raise DiffsrError(f"--tile-mode: '{tile_mode}' is not one of auto, exact, blend")
         model.config.sample.tile_mode = tile_mode  # type: ignore[assignment]
     return sr_files(model, inputs, out, tile=tile, overlap=overlap, samples=samples, progress=progress,  # type: ignore[arg-type]
-                    method=model.super_resolve)
+                    method=model.super_resolve, **(file_options or {}))
