@@ -70,9 +70,11 @@ mri_methods() {       # train on T1 MPRAGE slices; evaluated on the T2w volume
 mri_methods_slow() {
   tr mri-flowpx  flow-pixel-ssim-px --set data.train=$MRI_T1 --set net.size=tiny
 }
+mri_kspace_edsr() { tr mrik-edsr edsr --set data.train=$MRI_T1 --set data.scale=2 --set data.degradation.name=kspace; }
+mri_kspace_diffsr() { tr mrik-diffsr mri-kspace-x2 --set data.train=$MRI_T1; }
 mri_kspace() {        # x2 k-space truncation
-  tr mrik-edsr   edsr          --set data.train=$MRI_T1 --set data.scale=2 --set data.degradation.name=kspace
-  tr mrik-diffsr mri-kspace-x2 --set data.train=$MRI_T1
+  mri_kspace_edsr
+  mri_kspace_diffsr
 }
 train_a() { ir_methods; ir_ablations; ir_infrared; }
 train_b() { ir_methods_slow; mri_methods_slow; mri_methods; mri_kspace; }
