@@ -479,9 +479,6 @@ def _nearest_slice(like: Record, positions: np.ndarray, ipp: np.ndarray) -> Any:
 
 def _write_volume_slice(target: Path, pixels: np.ndarray, source: Any, affine: np.ndarray, ipp: np.ndarray,
                         step: float, index: int, state: dict[str, Any]) -> None:
-    import pydicom
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
     ds = copy.deepcopy(source)
     slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
     inter = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
@@ -513,11 +510,4 @@ def _write_volume_slice(target: Path, pixels: np.ndarray, source: Any, affine: n
         ds.ImageType = ["DERIVED", *image_type[1:]]
     ds.SeriesDescription = state["description"]
     ds.SeriesInstanceUID = state["series"]
-    sop_uid = generate_uid()
-    ds.SOPInstanceUID = sop_uid
-    if not hasattr(ds, "file_meta") or ds.file_meta is None:
-        ds.file_meta = pydicom.dataset.FileMetaDataset()
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    with atomic_path(target) as tmp:
-        _save_dicom(ds, tmp)
+    _save_new_instance(ds, target)
