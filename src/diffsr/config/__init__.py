@@ -27,6 +27,7 @@ from diffsr.config.loading import (
     preset_names,
     preset_text,
     save_config,
+    saved_config_mapping,
     validate,
 )
 from diffsr.config.messages import format_validation_error
@@ -41,6 +42,7 @@ __all__ = [
     "format_validation_error",
     "load_config",
     "load_saved_config",
+    "saved_config_mapping",
     "parse_override",
     "preset_names",
     "preset_text",

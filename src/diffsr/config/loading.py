@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from diffsr.codecs import CODECS
 from diffsr.config.messages import _KIND_BY_FIELD, format_validation_error
 from diffsr.config.models import Config
-from diffsr.core.errors import ConfigError
+from diffsr.core.errors import CheckpointError, ConfigError
 from diffsr.core.plugins import load_plugins, resolve_spec
 from diffsr.core.registry import Registry, closest
 from diffsr.data.degrade import DEGRADATIONS
@@ -194,6 +194,18 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
     base = Path(source).parent if source is not None and Path(source).suffix in (".yaml", ".yml") else None
     _prepare(data, where, base)
     return validate(data, where)
+
+
+def saved_config_mapping(text: str, where: str) -> dict[str, Any]:
+    """The mapping of a checkpoint's ``config.yaml`` text; CheckpointError naming ``where`` when it is
+    not YAML or not a mapping (a damaged checkpoint, not a user's config)."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise CheckpointError(f"{where}: invalid YAML") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{where}: not a config mapping")
+    return raw
 
 
 def load_saved_config(data: dict[str, Any], where: str, base: Path | None = None) -> Config:

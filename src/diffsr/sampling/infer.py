@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffsr.config import Config, load_saved_config
+from diffsr.config import Config, load_saved_config, saved_config_mapping
 from diffsr.core.errors import CheckpointError, DataError, DiffsrError
 from diffsr.model import SRModel, build_model
 
@@ -46,19 +46,13 @@ def load_model(ckpt: str | Path, *, ema: bool = True, device: str | torch.device
 
     EMA weights by default when present (a model folder holds the weights it was exported with).
     """
-    import yaml
 
     from diffsr.core.hub import resolve_model_source
     from diffsr.model import load_trainable_state
     from diffsr.train.checkpoint import read_checkpoint
 
     data = read_checkpoint(resolve_model_source(ckpt), ema=ema)
-    try:
-        raw = yaml.safe_load(data["config_yaml"])
-    except yaml.YAMLError:
-        raise CheckpointError(f"{data['path']}/config.yaml: invalid YAML") from None
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{data['path']}/config.yaml: not a config mapping")
+    raw = saved_config_mapping(data["config_yaml"], f"{data['path']}/config.yaml")
     model_folder = bool(data["meta"].get("model_folder"))
     config = load_saved_config(raw, f"{data['path']}/config.yaml", base=data["path"] if model_folder else None)
     model = build_model(config)

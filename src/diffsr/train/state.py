@@ -126,16 +126,10 @@ def _flat(value: Any, prefix: str) -> dict[str, Any]:
 def check_resumable(path: Path, ckpt: dict[str, Any], config: Any) -> None:
     """CheckpointError (one line naming the key) when ``config`` differs from the checkpoint's own
     config.yaml in :data:`RESUME_KEYS`: resuming would train the weights as another model."""
-    import yaml
 
-    from diffsr.config import load_saved_config
+    from diffsr.config import load_saved_config, saved_config_mapping
 
-    try:
-        raw = yaml.safe_load(ckpt["config_yaml"])
-    except yaml.YAMLError:
-        raise CheckpointError(f"{path}/config.yaml: invalid YAML") from None
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{path}/config.yaml: not a config mapping")
+    raw = saved_config_mapping(ckpt["config_yaml"], f"{path}/config.yaml")
     saved = load_saved_config(raw, f"{path}/config.yaml").model_dump(mode="json")
     now = config.model_dump(mode="json")
     for key in RESUME_KEYS:
