@@ -21,8 +21,9 @@ import typer
 import yaml
 from PIL import Image
 
-from diffsr.cli import app, main
+from diffsr.cli import app
 from diffsr.config import Config, load_config
+from tests._cli import exit_code as _run
 
 PRESETS = Path(__file__).resolve().parents[2] / "src" / "diffsr" / "presets"
 TINY = [
@@ -55,15 +56,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _sets(items: list[str]) -> list[str]:
     return [arg for item in items for arg in ("--set", item)]
-
-
-def _run(argv: list[str]) -> int:
-    """main(argv) -> exit code (0 when it returns normally)."""
-    try:
-        main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def test_command_list_is_known() -> None:

@@ -7,15 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diffsr.cli import main
-
-
-def _code(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+from tests._cli import exit_code as _code
 
 
 def test_export_a_trained_run_and_super_resolve_with_the_folder(teacher: Path, tmp_path: Path, blocky_pngs: Path,

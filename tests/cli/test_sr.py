@@ -14,15 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffsr.cli import main
-
-
-def _run(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+from tests._cli import exit_code as _run
 
 
 def _png(path: Path, size: int = 12) -> Path:

@@ -11,9 +11,9 @@ import torch
 import yaml
 
 import diffsr
-from diffsr.cli import main
 from diffsr.core.errors import DiffsrError
 from diffsr.export import export_model
+from tests._cli import exit_code as _exit_code
 from tests.export._helpers import make_run
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -24,14 +24,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_run(tmp_path_factory.mktemp("export") / "run", meta={"train_seconds": 12.5, "val": {
         "val/psnr": 21.5, "val/psnr_bicubic": 20.25, "val/ssim": 0.5, "val/ssim_bicubic": 0.45,
         "val/sharpness": 0.8, "val/sharpness_bicubic": 0.4, "val/images": 3.0}})
-
-
-def _exit_code(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def test_model_folder_holds_the_ema_weights_config_and_card(run: Path, tmp_path: Path) -> None:

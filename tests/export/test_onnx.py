@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import diffsr
-from diffsr.cli import main
 from diffsr.core.errors import DiffsrError
 from tests.export._helpers import make_run
 
@@ -17,17 +16,10 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from diffsr.export import OnnxModel, export_model, export_onnx  # noqa: E402
+from tests._cli import exit_code as _code  # noqa: E402
 
 # three LR sizes, one of them odd in both sides, one batch of 2
 SIZES = [(1, 16, 16), (2, 21, 15), (1, 33, 40)]
-
-
-def _code(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

@@ -142,7 +142,6 @@ def test_a_corrupted_download_is_refused_and_not_cached(torch_home: Path, tmp_pa
 def test_weights_fetch_prefetches_for_offline_nodes(torch_home: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from diffsr.cli import main
     from diffsr.losses import perceptual
 
     served = tmp_path / "served"
@@ -154,12 +153,7 @@ def test_weights_fetch_prefetches_for_offline_nodes(torch_home: Path, tmp_path: 
     monkeypatch.setitem(perceptual.LIN_SOURCES, "vgg", ("lpips_v0.1_vgg.pth", (served / "vgg_lin.pth").as_uri(),
                                                         lin_sha))
 
-    def code(args: list[str]) -> int:
-        try:
-            main(args)
-        except SystemExit as exc:
-            return int(exc.code or 0)
-        return 0
+    from tests._cli import exit_code as code
 
     assert code(["weights", "fetch", "lpips-vgg"]) == 2  # DIFFSR_OFFLINE=1 (tests): one line, nothing fetched
     err = capsys.readouterr().err

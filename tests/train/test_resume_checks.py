@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from diffsr.cli import main
+from tests._cli import exit_code as _run
 
 TINY = [
     "data.patch_size=32", "data.batch_size=2", "net.width=16", "net.channel_mult=[1,2]",
@@ -25,14 +25,6 @@ TINY = [
 
 def _sets(items: list[str]) -> list[str]:
     return [arg for item in items for arg in ("--set", item)]
-
-
-def _run(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture(autouse=True)
