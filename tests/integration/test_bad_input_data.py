@@ -6,16 +6,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import MRImageStorage
 
 from diffsr.config import DataConfig
 from diffsr.core.errors import DataError
 from diffsr.data.datasets import build_datasets, load_eval_items
 from diffsr.data.io import list_inputs, read
+from tests._dicom import new_instance
 
 
 def assert_one_line(err: pytest.ExceptionInfo[DataError], name: str) -> str:
@@ -70,13 +69,7 @@ def test_text_file_named_tiff_and_nifti(tmp_path: Path) -> None:
 
 
 def test_dicom_without_pixel_data(tmp_path: Path) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds = new_instance(MRImageStorage)
     ds.PatientName, ds.Modality = "TEST", "MR"
     path = tmp_path / "nopixels.dcm"
     ds.save_as(path, enforce_file_format=True)

@@ -41,6 +41,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from diffsr.cli import main
+from tests._dicom import new_instance
 
 SCALE = 4
 TINY = ["data.patch_size=32", "data.batch_size=2", "net.width=16", "net.channel_mult=[1,2]", "train.threads=1",
@@ -117,16 +118,9 @@ def _values(spec: dict[str, Any]) -> np.ndarray:
 
 
 def _dicom(path: Path, values: np.ndarray, seed: int) -> None:
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import CTImageStorage, generate_uid
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds = new_instance(CTImageStorage)
     ds.SeriesInstanceUID, ds.Modality = generate_uid(), "CT" if seed % 2 else "MR"
     n, _, h, w = values.shape
     ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = h, w, 1, "MONOCHROME2"

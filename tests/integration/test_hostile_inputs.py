@@ -35,10 +35,10 @@ import pydicom
 import pytest
 import torch
 from PIL import Image
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import MRImageStorage, generate_uid
 
 from diffsr.cli import main
+from tests._dicom import new_instance
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "diffsr"
 TINY = [
@@ -145,13 +145,7 @@ def _truncated(path: Path, make: Callable[[Path], Path], keep: float = 0.5) -> P
 
 def _dicom(path: Path, rows: int = 16, cols: int = 16, pixels: bytes | bool | None = None,
            series: str | None = None) -> Path:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds = new_instance(MRImageStorage)
     ds.SeriesInstanceUID = series or generate_uid()
     ds.PatientName, ds.Modality = "TEST", "MR"
     ds.Rows, ds.Columns = rows, cols

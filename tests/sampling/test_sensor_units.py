@@ -24,6 +24,7 @@ from PIL import Image
 
 from diffsr.core.errors import DataError
 from diffsr.sampling.infer import LoadedModel, sr_files
+from tests._dicom import new_instance
 
 SCALE = 2
 
@@ -106,16 +107,9 @@ def test_ct_percentile_clipping_is_reported(loaded: LoadedModel, tmp_path: Path,
 
 
 def _ct_slice(path: Path, values: np.ndarray, position: float) -> Path:
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import CTImageStorage
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds = new_instance(CTImageStorage)
     ds.SeriesInstanceUID, ds.Modality = "1.2.826.0.1.3680043.2.1143.7", "CT"
     ds.Rows, ds.Columns = values.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"

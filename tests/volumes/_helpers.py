@@ -7,11 +7,11 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import torch
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import MRImageStorage, generate_uid
 from torch import nn
+
+from tests._dicom import new_instance
 
 
 def phantom(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
@@ -53,13 +53,7 @@ def write_dicom_series(folder: Path, data: np.ndarray, *, pixel: float = 0.8, po
     offsets = positions if positions is not None else [k * spacing for k in range(data.shape[0])]
     series = generate_uid()
     for k, image in enumerate(data):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds = new_instance(MRImageStorage)
         ds.PatientName, ds.Modality, ds.SeriesInstanceUID = "TEST", "MR", series
         ds.SeriesDescription, ds.InstanceNumber = "T2 thick", k + 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M"]

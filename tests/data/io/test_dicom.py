@@ -13,6 +13,7 @@ import pytest
 
 from diffsr.data.io import list_inputs, read, write
 from diffsr.data.normalize import Intensity, fit_intensity
+from tests._dicom import new_instance
 from tests.data.io._helpers import unit_of
 
 
@@ -101,16 +102,9 @@ def test_dicom_series_write_scale_2(shared_data: Path, tmp_path: Path) -> None:
 def _dataset(rows: int = 8, cols: int = 10, frames: int = 1, series: str = "1.2.826.0.1.3680043.2.1",
              number: int = 1, seed: int = 0) -> pydicom.Dataset:
     """A minimal uint16 MR image (``frames`` > 1: a multi-frame file) with random pixels."""
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+    from pydicom.uid import MRImageStorage
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds = new_instance(MRImageStorage)
     ds.SeriesInstanceUID, ds.InstanceNumber, ds.Modality = series, number, "MR"
     ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, cols, 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
