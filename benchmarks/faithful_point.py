@@ -5,6 +5,7 @@
     python benchmarks/faithful_point.py eval  [NAMES..]  # diffsr eval on RoadScene test / Kirby21 T2w
     python benchmarks/faithful_point.py tables           # the markdown tables of docs/results.md
     python benchmarks/faithful_point.py conditioning     # what the 1-step output takes from z_T
+    python benchmarks/faithful_point.py figure           # docs/figures/faithful_point_pd.png
 
 A budget is wall-clock seconds of training on this machine with its two threads. Each recipe's
 throughput is measured once on a quiet machine (``rates``: a 60 s run, steps over the loop's
@@ -70,11 +71,19 @@ EDSR_EXTRA: dict[str, tuple[str, list[str]]] = {
     "edsr-lr-0.0005": ("edsr", ["train.lr=0.0005"]),
     "edsr-lr-0.001": ("edsr", ["train.lr=0.001"]),
 }
+#: the same recipes with another training seed: how far two runs of one recipe land apart
+SEEDS: dict[str, tuple[str, list[str]]] = {
+    "faithful-0.5-seed1": (RECIPES["faithful-0.5"][0], [*RECIPES["faithful-0.5"][1], "train.seed=1"]),
+    "resnet-seed1": (RECIPES["resnet"][0], [*RECIPES["resnet"][1], "train.seed=1"]),
+    "edsr-seed1": ("edsr", ["train.seed=1"]),
+}
 RECIPES.update(EXTRA)
 RECIPES.update(EDSR_EXTRA)
+RECIPES.update(SEEDS)
 #: recipes that differ only in numbers that cost nothing (EMA decay, learning rate, warm-up, the gate)
 #: share the measured rate of the one named here
 RATE_OF = {**{name: "faithful-0.5" for name in EXTRA}, **{name: "edsr" for name in EDSR_EXTRA},
+           **{name: name.removesuffix("-seed1") for name in SEEDS},
            "gate-none": "demo-old", "demo": "faithful-0.5"}
 
 
@@ -288,6 +297,43 @@ def _start(model: Any, sigma: float, kind: str, seed_offset: int = 0) -> Any:
     return method
 
 
+def figure(path: Path = ROOT / "docs" / "figures" / "faithful_point_pd.png") -> None:
+    """Every 300 s run (and the curves' other budgets) on the perception-distortion plane:
+    PSNR against sharpness, one panel per dataset, EDSR recipes in one colour, diffsr in another."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = _summary().get("scores", {})
+    fig, axes = plt.subplots(1, len(SETS), figsize=(6.5 * len(SETS), 5))
+    for ax, dataset in zip(axes, SETS, strict=True):
+        for key, s in sorted(scores.items()):
+            parts = key.split("/")
+            if parts[0] != dataset or "@" in key:
+                continue
+            name = parts[1]
+            budget = parts[2] if len(parts) == 3 else ""
+            if name == "bicubic":
+                colour, marker = "grey", "s"
+            elif RECIPES.get(name, ("",))[0] == "edsr":
+                colour, marker = "tab:orange", "o"
+            else:
+                colour, marker = "tab:blue", "o" if budget == "300s" else "^"
+            ax.scatter(s["sharpness"], s["psnr"], c=colour, marker=marker, s=28)
+            label = name if budget in ("300s", "") else f"{name} {budget}"
+            ax.annotate(label, (s["sharpness"], s["psnr"]), fontsize=7, xytext=(3, 2), textcoords="offset points")
+        ax.set_title({"ir": "infrared x4 (RoadScene, 20 frames)", "mri": "MRI x4 (Kirby21 T2w, 24 slices)"}[dataset])
+        ax.set_xlabel("sharpness (higher: more detail)")
+        ax.set_ylabel("PSNR (dB)")
+        ax.grid(alpha=0.3)
+    fig.suptitle("The faithful point: diffsr (blue) and EDSR (orange) runs, 300 s unless marked")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     verb, *rest = sys.argv[1:] or ["tables"]
     budgets = [int(b) for b in os.environ.get("BUDGETS", "300").split(",")]
@@ -301,10 +347,12 @@ def main() -> None:
                  os.environ.get("EXTRA") else None)
     elif verb == "tables":
         tables()
+    elif verb == "figure":
+        figure()
     elif verb == "conditioning":
         conditioning(budgets[0])
     else:
-        raise SystemExit(f"unknown verb {verb!r}: rates | train | eval | tables | conditioning")
+        raise SystemExit(f"unknown verb {verb!r}: rates | train | eval | tables | conditioning | figure")
 
 
 if __name__ == "__main__":
