@@ -35,25 +35,12 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
+from _models import random_demo_model  # noqa: E402
 from inference import _peak_during  # noqa: E402
 from loss_stack import hardware  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "exact_tiling.json"
-
-
-def _loaded(overrides: list[str]) -> Any:
-    from diffsr.config import load_config
-    from diffsr.model import build_model
-    from diffsr.sampling.infer import LoadedModel
-
-    cfg = load_config("demo", overrides)
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    for p in model.net.parameters():  # zero-initialised heads: random, as after training
-        if not p.any():
-            torch.nn.init.normal_(p, std=0.05)
-    return LoadedModel(model=model, config=cfg, checkpoint=Path("<random weights>"), step=0, ema=False)
 
 
 def tiling(lr_size: int, tiles: list[int], repeat: int) -> list[dict[str, Any]]:
@@ -74,7 +61,7 @@ def tiling(lr_size: int, tiles: list[int], repeat: int) -> list[dict[str, Any]]:
     et.TiledUNet.__call__ = recording  # type: ignore[method-assign]
     rows = []
     for model, overrides in (("demo (tiny UNet)", []), ("demo, net resnet tiny", ["net.name=resnet"])):
-        loaded = _loaded(overrides)
+        loaded = random_demo_model(overrides)
         variants: list[tuple[str, int, int | None, int]] = [("whole", 0, None, repeat)]
         for k, tile in enumerate(tiles):
             variants.append((f"exact {tile}, cache", tile, None, repeat))

@@ -48,6 +48,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _models import random_demo_model  # noqa: E402
 from loss_stack import TERMS, count_decodes, hardware, make_batch, make_step  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -173,23 +174,11 @@ def check_resume(data: Path, work: Path, device: torch.device, sizes: dict[str, 
             "tolerance": tol, "pass": diff <= tol and a["state"]["step"] == b["state"]["step"]}
 
 
-def _random_loaded(overrides: list[str], device: torch.device) -> Any:
-    from diffsr.sampling.infer import LoadedModel
-
-    cfg = load_config("demo", overrides)
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    for p in model.net.parameters():  # zero-initialised heads: random, as after training
-        if not p.any():
-            torch.nn.init.normal_(p, std=0.05)
-    return LoadedModel(model=model.to(device), config=cfg, checkpoint=Path("<random weights>"), step=0, ema=False)
-
-
 def check_exact_tiling(device: torch.device, sizes: dict[str, Any]) -> dict[str, Any]:
     from diffsr.sampling.infer import super_resolve
 
     # tests/nets/test_exact_tiling.py's set-up: latent 72 x 78, halo 24, latent tile 64 -> 5 x 5 tiles
-    loaded = _random_loaded(["net.width=16", "net.channel_mult=[1,2]", "sample.tile_mode=exact"], device)
+    loaded = random_demo_model(["net.width=16", "net.channel_mult=[1,2]", "sample.tile_mode=exact"], device)
     lr = torch.rand(1, 1, 72, 78, generator=torch.Generator().manual_seed(1)).to(device)
     with _strict_fp32():
         whole = super_resolve(loaded, lr, tile=0, seed=3, steps=2)
@@ -320,7 +309,7 @@ def ssim_speed(device: torch.device, sizes: dict[str, Any]) -> list[dict[str, An
 def inference(device: torch.device, sizes: dict[str, Any]) -> dict[str, Any]:
     from diffsr.sampling.infer import super_resolve
 
-    loaded = _random_loaded([], device)
+    loaded = random_demo_model([], device)
     side = sizes["lr"]
     lr = torch.rand(1, 1, side, side, generator=torch.Generator().manual_seed(0)).to(device)
     row: dict[str, Any] = {"lr": side, "scale": 4, "hr": side * 4, "preset": "demo (random weights)"}

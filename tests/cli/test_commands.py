@@ -10,7 +10,6 @@ voxel edge stays put).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -32,13 +31,6 @@ TINY = [
     "sample.steps=2", "process.steps=2", "train.audit=false", "train.steps=2",
 ]
 COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
-
-
-@pytest.fixture(autouse=True)
-def _keep_threads() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from diffsr.config import load_config
 from diffsr.core.errors import ConfigError
@@ -19,22 +18,14 @@ from diffsr.nets.baselines import build_baseline
 from diffsr.nets.exact_tiling import ExactTiler, TiledUNet
 from diffsr.nets.unet import UNet
 from diffsr.sampling.infer import LoadedModel, super_resolve
+from tests.nets._helpers import wake
 
 TOL = 1e-4  # the data issue's bound; measured 1e-7 .. 1e-5 (float32 rounding)
 
 
-def _wake(net: nn.Module) -> nn.Module:
-    """Give zero-initialised layers (output conv, attention projections) random weights."""
-    torch.manual_seed(0)
-    for p in net.parameters():
-        if not p.any():
-            nn.init.normal_(p, std=0.05)
-    return net.eval()
-
-
 @pytest.mark.parametrize("attention", [(), (1,)])
 def test_unet_tiles_equal_the_whole_image(attention: tuple[int, ...]) -> None:
-    net = _wake(UNet(2, 2, 2, width=16, channel_mult=(1, 2), attention_levels=attention))
+    net = wake(UNet(2, 2, 2, width=16, channel_mult=(1, 2), attention_levels=attention))
     g = torch.Generator().manual_seed(1)
     x, cond = torch.randn(2, 2, 70, 61, generator=g), torch.randn(2, 2, 70, 61, generator=g)
     t = torch.tensor([250.0, 800.0])
@@ -66,7 +57,7 @@ def _loaded(preset: str, overrides: list[str]) -> LoadedModel:
     torch.manual_seed(0)
     config = load_config(preset, overrides)
     model = build_model(config)
-    _wake(model.net)
+    wake(model.net)
     return LoadedModel(model, config, Path("mem"), 0, False)
 
 

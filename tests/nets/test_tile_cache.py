@@ -15,16 +15,9 @@ from diffsr.nets.baselines import build_baseline
 from diffsr.nets.exact_tiling import ExactTiler, TiledUNet
 from diffsr.nets.tile_cache import TileCache
 from diffsr.nets.unet import UNet
+from tests.nets._helpers import wake
 
 TOL = 1e-4
-
-
-def _wake(net: nn.Module) -> nn.Module:
-    torch.manual_seed(0)
-    for p in net.parameters():
-        if not p.any():
-            nn.init.normal_(p, std=0.05)
-    return net.eval()
 
 
 def _count_forwards(net: nn.Module) -> list[int]:
@@ -43,7 +36,7 @@ def _count_forwards(net: nn.Module) -> list[int]:
 
 @pytest.mark.parametrize("attention", [(), (1,)])
 def test_cached_tiles_equal_uncached_tiles_and_the_whole_image(attention: tuple[int, ...]) -> None:
-    net = _wake(UNet(2, 2, 2, width=8, channel_mult=(1, 2), attention_levels=attention))
+    net = wake(UNet(2, 2, 2, width=8, channel_mult=(1, 2), attention_levels=attention))
     g = torch.Generator().manual_seed(1)
     x, cond = torch.randn(2, 2, 54, 47, generator=g), torch.randn(2, 2, 54, 47, generator=g)
     t = torch.tensor([250.0, 800.0])
@@ -71,7 +64,7 @@ def test_cached_tiles_equal_uncached_tiles_and_the_whole_image(attention: tuple[
 
 
 def test_outputs_nothing_refers_to_are_kept_as_shapes_only() -> None:
-    net = _wake(UNet(2, 2, 2, width=8, channel_mult=(1, 2)))
+    net = wake(UNet(2, 2, 2, width=8, channel_mult=(1, 2)))
     x, cond, t = torch.randn(1, 2, 64, 64), torch.randn(1, 2, 64, 64), torch.tensor([500.0])
     peaks = []
     with torch.no_grad():
@@ -86,7 +79,7 @@ def test_outputs_nothing_refers_to_are_kept_as_shapes_only() -> None:
 
 
 def test_a_small_budget_caches_some_tiles_and_changes_nothing() -> None:
-    net = _wake(UNet(2, 2, 2, width=8, channel_mult=(1, 2)))
+    net = wake(UNet(2, 2, 2, width=8, channel_mult=(1, 2)))
     x, cond, t = torch.randn(1, 2, 72, 72), torch.randn(1, 2, 72, 72), torch.tensor([500.0])
     with torch.no_grad():
         full = TiledUNet(net, tile=76, cache=2**30)
@@ -122,7 +115,7 @@ class _KeepsADerivedValue(nn.Module):
 
 
 def test_a_value_derived_from_a_dropped_output_triggers_a_recompute_not_a_wrong_result() -> None:
-    net = _wake(_KeepsADerivedValue())
+    net = wake(_KeepsADerivedValue())
     x = torch.randn(1, 2, 40, 40, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         whole = net(x)

@@ -10,7 +10,6 @@ The reference for a dropped term is a run where that term contributes exactly ze
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +28,6 @@ TINY = [
     "sample.steps=2", "process.steps=2", "train.audit=false", "train.ckpt_every=1000",
     "losses.terms=[{name: l1, weight: {kind: constant, value: 0.5}}]",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _keep_threads() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def _cfg(steps: int, *extra: str) -> Any:
